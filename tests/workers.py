@@ -1,0 +1,90 @@
+"""Start and stop real Celery worker processes against the test database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from django.conf import settings
+from django.db import connections
+
+from cachecampaign.celery import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url_of(alias: str = "default") -> str:
+    """Return a DATABASE_URL for the database the tests are using right now."""
+    config = connections[alias].settings_dict
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{config['NAME']}"
+    user = config.get("USER") or ""
+    password = f":{config['PASSWORD']}" if config.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    port = f":{config['PORT']}" if config.get("PORT") else ""
+    return f"postgres://{auth}{config.get('HOST') or '127.0.0.1'}{port}/{config['NAME']}"
+
+
+def worker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url_of()
+    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra or {})
+    return env
+
+
+def wait_for_worker(name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.ping(destination=[name], timeout=0.5)
+        if replies:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"Celery worker {name} did not answer a ping within {timeout} s.")
+
+
+@contextlib.contextmanager
+def running_worker(
+    *, concurrency: int = 2, extra_env: dict[str, str] | None = None, log_path: Path | None = None
+) -> Iterator[subprocess.Popen]:
+    """Run ``celery worker`` in a child process until the block ends."""
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log_path = log_path or Path(settings.VAR_DIR) / f"worker-{name.split('@')[0]}.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "cachecampaign", "worker",
+        "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",
+        "--hostname", name, "--without-gossip", "--without-mingle",
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=worker_environment(extra_env), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_worker(name)
+        process.worker_name = name  # type: ignore[attr-defined]
+        process.log_path = log_path  # type: ignore[attr-defined]
+        yield process
+    finally:
+        stop_worker(process)
+
+
+def stop_worker(process: subprocess.Popen, *, kill: bool = False) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
