@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from cachecampaign.env import env_bool, env_float, env_int, env_int_list, env_list, env_str
+from cachecampaign.sources_file import load_tile_sources
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CACHECAMPAIGN_VAR_DIR", str(BASE_DIR / "var")))
@@ -181,6 +182,8 @@ TILE_SOURCES: dict[str, dict] = {
     "landsat": {"kind": "raster", "catalog": RASTER_CATALOG_FILE},
     "sentinel": {"kind": "raster", "catalog": RASTER_CATALOG_FILE},
 }
+if TILE_SOURCES_FILE:
+    TILE_SOURCES.update(load_tile_sources(Path(TILE_SOURCES_FILE)))
 
 # Zooms and buffer of the "seed" preset, the one the original service used.
 TILE_PLAN_ZOOMS = env_int_list("TILE_PLAN_ZOOMS", [12, 13, 14])
@@ -205,6 +208,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
+        # Seconds between scans of the queue folder; a short interval keeps a
+        # worker's pickup and inspect replies quick.
+        "polling_interval": 0.1,
     }
     for _folder in ("queue", "control", "processed"):
         (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
@@ -212,6 +218,18 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # A task unacknowledged this long is delivered again; it must exceed the
     # longest point task, or a slow point is rendered twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)}
+
+# Redis that stores the in-flight cap and the rate limit of xyz tile sources,
+# shared by every worker process on every machine. It defaults to the broker
+# when the broker is Redis. An empty value keeps the limits in lock files
+# under VAR_DIR/limits, which only the processes of one machine share.
+TILE_LIMITS_REDIS_URL = env_str(
+    "TILE_LIMITS_REDIS_URL",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
+# Prefix of every Redis key the limits use; the source's limit group follows it.
+TILE_LIMITS_KEY_PREFIX = env_str("TILE_LIMITS_KEY_PREFIX", "cachecampaign:limits")
+
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = True

@@ -9,3 +9,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="openapi-docs"),
 ]
+
+handler404 = "campaigns.api.errors.json_not_found"
+handler500 = "campaigns.api.errors.json_server_error"

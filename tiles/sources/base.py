@@ -61,11 +61,15 @@ def get_source(layer: str) -> TileSource:
                     f"No tile source is configured for layer {layer!r}; add it to TILE_SOURCES."
                 )
             kind = config.get("kind")
-            if kind not in SOURCE_KINDS:
+            if "class" in config:
+                # A source class of the deployment's own, named by dotted path.
+                source = import_string(config["class"])(layer, config)
+            elif kind not in SOURCE_KINDS:
                 raise ImproperlyConfigured(
                     f"Tile source kind {kind!r} of layer {layer!r} is unknown; use one of {', '.join(SOURCE_KINDS)}."
                 )
-            source = import_string(SOURCE_KINDS[kind])(layer, config)
+            else:
+                source = import_string(SOURCE_KINDS[kind])(layer, config)
             _sources[layer] = source
         return source
 

@@ -1,0 +1,52 @@
+"""Celery tasks of a caching run; thin adapters onto ``runs`` and ``caching``."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from campaigns import caching, runs
+
+logger = logging.getLogger(__name__)
+
+DATABASE_RETRY = {
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+@shared_task(name="campaigns.dispatch_run", **DATABASE_RETRY)
+def dispatch_run(run_id: str) -> dict:
+    return runs.dispatch(run_id)
+
+
+@shared_task(name="campaigns.cache_point", **DATABASE_RETRY)
+def cache_point(point_id: str, run_id: str) -> dict:
+    return caching.cache_point(point_id, run_id, cached_by="celery-task")
+
+
+@shared_task(name="campaigns.record_point_result", **DATABASE_RETRY)
+def record_point_result(result: dict, run_id: str) -> None:
+    """Link callback of every point task: record its outcome and keep the run going."""
+    runs.point_finished(run_id, result["point_id"], result)
+
+
+@shared_task(name="campaigns.record_point_error")
+def record_point_error(request, exc, traceback, run_id: str, point_id: str) -> None:
+    """Error callback of a point task that raised: count the point as failed with the reason."""
+    logger.error("Point %s of run %s raised %s: %s", point_id, run_id, type(exc).__name__, exc)
+    runs.point_finished(run_id, point_id, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+
+
+def send_point_task(point_id: str, run_id: str, task_id: str) -> None:
+    cache_point.apply_async(
+        args=[point_id, run_id],
+        task_id=task_id,
+        link=record_point_result.s(run_id),
+        link_error=record_point_error.s(run_id, point_id),
+    )

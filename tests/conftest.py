@@ -1,0 +1,136 @@
+"""Shared fixtures: people, campaigns, a real Celery worker and the counting tile source."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from campaigns.models import CachingRun, Campaign, Point
+from tests.workers import running_worker
+from tiles.sources import reset_sources
+
+BOTH_DATABASES = ["default", "campaigns"]
+VAR_DIR = Path(os.environ["CACHECAMPAIGN_VAR_DIR"])
+PRODUCED_LOG = VAR_DIR / "tiles-produced.log"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tile_state(settings, tmp_path):
+    """Give every test an empty tile store and a clean counting-source control folder."""
+    tiles_root = VAR_DIR / "tiles"
+    if tiles_root.exists():
+        import shutil
+
+        shutil.rmtree(tiles_root)
+    for name in ("fail-keys.txt", "delay.txt", PRODUCED_LOG.name):
+        (VAR_DIR / name).unlink(missing_ok=True)
+    reset_sources()
+    yield
+    reset_sources()
+
+
+@pytest.fixture
+def staff_user(db) -> User:
+    return User.objects.create_user("operator", "operator@example.org", "s3cret-pass", is_staff=True)
+
+
+@pytest.fixture
+def plain_user(db) -> User:
+    return User.objects.create_user("inspector", "inspector@example.org", "s3cret-pass", is_staff=False)
+
+
+@pytest.fixture
+def staff_client(staff_user) -> APIClient:
+    client = APIClient()
+    token = Token.objects.create(user=staff_user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+CampaignFactory = Callable[..., Campaign]
+
+
+@pytest.fixture
+def make_campaign() -> CampaignFactory:
+    """Create a campaign with ``points`` points around a location, 0.01 degrees apart."""
+
+    def make(
+        campaign_id: str = "teste",
+        points: int = 3,
+        *,
+        lon: float = -54.5,
+        lat: float = -25.3,
+        spacing: float = 0.01,
+        cached: int = 0,
+        **fields,
+    ) -> Campaign:
+        defaults = {"initial_year": 2020, "final_year": 2020, "vis_params": ["landsat-tvi-true"]}
+        defaults.update(fields)
+        campaign = Campaign.objects.create(id=campaign_id, **defaults)
+        Point.objects.bulk_create(
+            Point(
+                id=f"{index}_{campaign_id}",
+                campaign=campaign,
+                lon=lon + (index - 1) * spacing,
+                lat=lat,
+                cached=True if index <= cached else None,
+            )
+            for index in range(1, points + 1)
+        )
+        return campaign
+
+    return make
+
+
+def produced_tiles() -> list[str]:
+    """Keys the counting source produced since the test began, one entry per production."""
+    if not PRODUCED_LOG.exists():
+        return []
+    return [line.split()[0] for line in PRODUCED_LOG.read_text().splitlines() if line.strip()]
+
+
+def wait_for_run_end(campaign_id: str, timeout: float = 60.0) -> CachingRun:
+    """Poll until the campaign's latest run has ended and its flag is cleared; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = CachingRun.objects.of_campaign(campaign_id).first()
+        flagged = Campaign.objects.filter(pk=campaign_id, caching_in_progress=True).exists()
+        if run is not None and not run.is_active and not flagged:
+            return run
+        time.sleep(0.1)
+    run = CachingRun.objects.of_campaign(campaign_id).first()
+    pytest.fail(f"Run of campaign {campaign_id} still {run.state if run else 'missing'} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """One real Celery worker process (prefork, two children) for the whole session."""
+    with django_db_blocker.unblock():
+        with running_worker(concurrency=2) as process:
+            yield process
+
+
+@pytest.fixture
+def control_file() -> Callable[[str, str], None]:
+    """Write a control file the counting source reads on every fetch."""
+
+    def write(name: str, content: str) -> None:
+        (VAR_DIR / name).write_text(content)
+
+    return write
+
+
+def pytest_report_header(config):
+    return [
+        f"database: {settings.DATABASES['default']['ENGINE']}",
+        f"broker: {settings.CELERY_BROKER_URL}",
+        f"scratch folder: {VAR_DIR}",
+    ]

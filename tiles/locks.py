@@ -1,0 +1,126 @@
+"""Locks that let exactly one worker produce a tile that several workers need at once.
+
+A worker locks the keys of the tiles it is about to produce, checks storage
+again under the lock, and produces only what is still missing; a worker that
+waited on the lock then finds the tile stored. With a Redis URL the locks
+hold across machines; without one they are ``flock`` locks on files in the
+local scratch folder, which hold across the processes of one machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from django.conf import settings
+
+from tiles.errors import SourceError
+
+logger = logging.getLogger(__name__)
+
+# Local locks hash keys into this many lock files; two tiles that share a
+# file only wait for each other, so the number bounds open files, not safety.
+LOCAL_LOCK_BUCKETS = 4096
+LOCK_WAIT_SECONDS = 120.0
+# A Redis lock expires after this long, so a crashed holder cannot block a tile forever.
+REDIS_LOCK_TTL_MS = 120_000
+
+_RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _redis_url() -> str:
+    url = getattr(settings, "TILE_LOCKS_REDIS_URL", "") or ""
+    if not url and settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        url = settings.CELERY_BROKER_URL
+    return url
+
+
+@contextlib.contextmanager
+def tile_locks(keys: Iterable[str]) -> Iterator[None]:
+    """Hold the locks of ``keys`` for the duration of the block."""
+    unique = sorted(set(keys))
+    if not unique:
+        yield
+        return
+    url = _redis_url()
+    if url:
+        with _redis_locks(url, unique):
+            yield
+    else:
+        with _file_locks(unique):
+            yield
+
+
+def _bucket(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big") % LOCAL_LOCK_BUCKETS
+
+
+@contextlib.contextmanager
+def _file_locks(keys: list[str]) -> Iterator[None]:
+    folder = Path(settings.VAR_DIR) / "locks" / "tiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    # Buckets are locked once each and in ascending order, so two workers
+    # never wait on each other in a cycle.
+    buckets = sorted({_bucket(key) for key in keys})
+    descriptors: list[int] = []
+    try:
+        for bucket in buckets:
+            descriptor = os.open(folder / f"{bucket:04d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            descriptors.append(descriptor)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        for descriptor in reversed(descriptors):
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            os.close(descriptor)
+
+
+_redis_clients: dict[str, object] = {}
+
+
+def _redis_client(url: str):
+    import redis
+
+    client = _redis_clients.get(url)
+    if client is None:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        _redis_clients[url] = client
+    return client
+
+
+@contextlib.contextmanager
+def _redis_locks(url: str, keys: list[str]) -> Iterator[None]:
+    client = _redis_client(url)
+    token = uuid.uuid4().hex
+    names = [f"cachecampaign:tile-lock:{key}" for key in keys]
+    held: list[str] = []
+    try:
+        for name in names:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            delay = 0.01
+            while not client.set(name, token, nx=True, px=REDIS_LOCK_TTL_MS):
+                if time.monotonic() > deadline:
+                    raise SourceError(
+                        f"Waited {LOCK_WAIT_SECONDS:.0f} s for another worker to produce tile {name}; try again.",
+                        transient=True,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            held.append(name)
+        yield
+    finally:
+        for name in held:
+            try:
+                client.eval(_RELEASE_SCRIPT, 1, name, token)
+            except Exception as error:  # noqa: BLE001 - the lock expires by itself
+                logger.warning("Releasing tile lock %s failed: %s; it expires in %d ms", name, error, REDIS_LOCK_TTL_MS)

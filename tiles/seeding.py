@@ -1,0 +1,101 @@
+"""Produce and store a list of tiles, skipping those already stored."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tiles.address import TileAddress
+from tiles.errors import StorageError, TileError
+from tiles.locks import tile_locks
+from tiles.sources import get_source
+from tiles.storage import tile_exists, tile_key, write_tile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SeedOutcome:
+    total: int = 0
+    stored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    # Up to a few (key, message) pairs of failed tiles, for the operator.
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def successful(self) -> int:
+        return self.stored + self.skipped
+
+    def add_error(self, key: str, message: str) -> None:
+        self.failed += 1
+        if len(self.errors) < 5:
+            self.errors.append((key, message))
+
+    def error_summary(self) -> str:
+        if not self.errors:
+            return ""
+        key, message = self.errors[0]
+        more = f" (and {self.failed - 1} more failed tiles)" if self.failed > 1 else ""
+        return f"{key}: {message}{more}"
+
+
+def seed_tiles(addresses: list[TileAddress]) -> SeedOutcome:
+    """Store every address that is not stored yet; never raises for one tile's failure."""
+    outcome = SeedOutcome(total=len(addresses))
+    missing: dict[str, list[TileAddress]] = defaultdict(list)
+    for address in addresses:
+        try:
+            if tile_exists(address):
+                outcome.skipped += 1
+                continue
+        except OSError as error:
+            outcome.add_error(tile_key(address), f"checking storage failed: {error}")
+            continue
+        missing[address.layer].append(address)
+
+    for layer, layer_addresses in missing.items():
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(tile_locks(tile_key(address) for address in layer_addresses))
+            except (OSError, TileError) as error:
+                for address in layer_addresses:
+                    outcome.add_error(tile_key(address), f"locking failed: {error}")
+                continue
+            # Another worker may have stored some of these while this one
+            # waited for their locks.
+            still_missing = []
+            for address in layer_addresses:
+                if tile_exists(address):
+                    outcome.skipped += 1
+                else:
+                    still_missing.append(address)
+            if still_missing:
+                _produce(layer, still_missing, outcome)
+    return outcome
+
+
+def _produce(layer: str, addresses: list[TileAddress], outcome: SeedOutcome) -> None:
+    try:
+        source = get_source(layer)
+    except Exception as error:  # noqa: BLE001 - a misconfigured layer fails its tiles, not the worker
+        for address in addresses:
+            outcome.add_error(tile_key(address), str(error))
+        return
+    results = source.fetch_many(addresses)
+    for address in addresses:
+        result = results.get(address)
+        key = tile_key(address)
+        if isinstance(result, bytes):
+            try:
+                write_tile(address, result)
+                outcome.stored += 1
+            except StorageError as error:
+                outcome.add_error(key, str(error))
+        elif isinstance(result, TileError):
+            outcome.add_error(key, str(result))
+        else:
+            logger.error("Tile %s failed unexpectedly: %r", key, result)
+            outcome.add_error(key, f"unexpected error: {result!r}")
