@@ -1,4 +1,11 @@
-"""Database router that keeps the domain collections on their own alias."""
+"""Database router that keeps the domain collections on their own alias.
+
+``Campaign`` and ``Point`` go to the ``campaigns`` alias when it names a
+database of its own (TVI's MongoDB, or CAMPAIGNS_DATABASE_URL). When that
+alias is the same database as ``default``, they use ``default``'s connection:
+two connections of one process to one SQLite file would contend for its
+write lock, and a transaction on one would block writes on the other.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +28,17 @@ def shares_default_database() -> bool:
     return all(default.get(key) == campaigns.get(key) for key in keys)
 
 
+def domain_alias() -> str:
+    return "default" if shares_default_database() else CAMPAIGNS_ALIAS
+
+
+def is_domain_model(app_label: str, model_name: str | None) -> bool:
+    return app_label in DOMAIN_APPS and model_name is not None and model_name not in RELATIONAL_MODELS
+
+
 def alias_for_model(model) -> str:
     meta = model._meta
-    if meta.app_label in DOMAIN_APPS and meta.model_name not in RELATIONAL_MODELS:
-        return CAMPAIGNS_ALIAS
-    return "default"
+    return domain_alias() if is_domain_model(meta.app_label, meta.model_name) else "default"
 
 
 class CampaignRouter:
@@ -39,13 +52,9 @@ class CampaignRouter:
         return alias_for_model(type(obj1)) == alias_for_model(type(obj2))
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):
-        if app_label in DOMAIN_APPS and model_name is not None and model_name not in RELATIONAL_MODELS:
-            target = CAMPAIGNS_ALIAS
-        else:
-            target = "default"
-        if target == CAMPAIGNS_ALIAS and shares_default_database():
-            # Both aliases are one database with one django_migrations table:
-            # the tables are created by ``migrate`` on default, or a migration
-            # recorded there would never run on the campaigns alias.
-            return db == "default"
-        return db == target
+        if is_domain_model(app_label, model_name):
+            return db == domain_alias()
+        if db == CAMPAIGNS_ALIAS and not shares_default_database():
+            # TVI's database holds only the two domain collections.
+            return False
+        return db == "default"

@@ -193,6 +193,11 @@ TILE_PLAN_DEFAULT_PRESET = env_str("TILE_PLAN_DEFAULT_PRESET", "seed")
 # Extra or replaced presets: {"name": {"zooms": [13], "buffer": 1, "periods": ["DRY", "WET"]}}.
 TILE_PLAN_PRESETS: dict[str, dict] = {}
 
+# Seconds browsers and proxies may keep a served tile.
+TILE_HTTP_MAX_AGE = env_int("TILE_HTTP_MAX_AGE", 86400, minimum=0)
+# Whether the tile endpoint produces and stores a tile it does not have.
+TILE_RENDER_ON_MISS = env_bool("TILE_RENDER_ON_MISS", True)
+
 # --- Caching runs ----------------------------------------------------------
 CACHE_DEFAULT_BATCH_SIZE = env_int("CACHE_DEFAULT_BATCH_SIZE", 5, minimum=1)
 CACHE_MAX_BATCH_SIZE = env_int("CACHE_MAX_BATCH_SIZE", 1000, minimum=1)

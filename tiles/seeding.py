@@ -24,13 +24,17 @@ class SeedOutcome:
     failed: int = 0
     # Up to a few (key, message) pairs of failed tiles, for the operator.
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # The exception of the first failed tile, when there was one.
+    first_error: Exception | None = None
 
     @property
     def successful(self) -> int:
         return self.stored + self.skipped
 
-    def add_error(self, key: str, message: str) -> None:
+    def add_error(self, key: str, message: str, error: Exception | None = None) -> None:
         self.failed += 1
+        if self.first_error is None and error is not None:
+            self.first_error = error
         if len(self.errors) < 5:
             self.errors.append((key, message))
 
@@ -52,7 +56,7 @@ def seed_tiles(addresses: list[TileAddress]) -> SeedOutcome:
                 outcome.skipped += 1
                 continue
         except OSError as error:
-            outcome.add_error(tile_key(address), f"checking storage failed: {error}")
+            outcome.add_error(tile_key(address), f"checking storage failed: {error}", StorageError(str(error)))
             continue
         missing[address.layer].append(address)
 
@@ -62,7 +66,7 @@ def seed_tiles(addresses: list[TileAddress]) -> SeedOutcome:
                 stack.enter_context(tile_locks(tile_key(address) for address in layer_addresses))
             except (OSError, TileError) as error:
                 for address in layer_addresses:
-                    outcome.add_error(tile_key(address), f"locking failed: {error}")
+                    outcome.add_error(tile_key(address), f"locking failed: {error}", error)
                 continue
             # Another worker may have stored some of these while this one
             # waited for their locks.
@@ -82,7 +86,7 @@ def _produce(layer: str, addresses: list[TileAddress], outcome: SeedOutcome) -> 
         source = get_source(layer)
     except Exception as error:  # noqa: BLE001 - a misconfigured layer fails its tiles, not the worker
         for address in addresses:
-            outcome.add_error(tile_key(address), str(error))
+            outcome.add_error(tile_key(address), str(error), error)
         return
     results = source.fetch_many(addresses)
     for address in addresses:
@@ -93,9 +97,9 @@ def _produce(layer: str, addresses: list[TileAddress], outcome: SeedOutcome) -> 
                 write_tile(address, result)
                 outcome.stored += 1
             except StorageError as error:
-                outcome.add_error(key, str(error))
+                outcome.add_error(key, str(error), error)
         elif isinstance(result, TileError):
-            outcome.add_error(key, str(result))
+            outcome.add_error(key, str(result), result)
         else:
             logger.error("Tile %s failed unexpectedly: %r", key, result)
-            outcome.add_error(key, f"unexpected error: {result!r}")
+            outcome.add_error(key, f"unexpected error: {result!r}", result if isinstance(result, Exception) else None)

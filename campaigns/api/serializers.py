@@ -19,10 +19,21 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """A string that must arrive as a JSON string; numbers are not turned into ids."""
+
+    default_error_messages = {"invalid": _("A JSON string is required.")}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StartCampaignRequest(serializers.Serializer):
-    campaign_id = serializers.CharField(max_length=255, trim_whitespace=False)
+    campaign_id = StrictCharField(max_length=255, trim_whitespace=False)
     batch_size = StrictIntegerField(required=False, min_value=1, max_value=settings.CACHE_MAX_BATCH_SIZE)
-    preset = serializers.CharField(required=False, max_length=100)
+    preset = StrictCharField(required=False, max_length=100)
 
 
 class StartCampaignData(serializers.Serializer):
