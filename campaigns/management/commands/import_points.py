@@ -8,9 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import ngettext
 
-from campaigns.importers import FORMATS, ImportFileError, ParsedPoints, read_points, save_points
+from campaigns.importers import FORMATS, ImportFileError, ParsedPoints, SaveResult, read_points, save_points
 from campaigns.models import Campaign, Point
 from tiles import visparams
 from tiles.errors import InvalidTileRequest, NotCacheable
@@ -20,10 +20,13 @@ CAMPAIGN_ID_MAX_LENGTH = Campaign._meta.get_field("id").max_length
 
 
 class Command(BaseCommand):
-    help = gettext_lazy(
-        "Import the points of a GeoJSON (Point, MultiPoint) or CSV (lon, lat columns) file into a campaign, "
-        "creating the campaign if it does not exist. Nothing is written if any point is invalid."
-    )
+    # A property so that the text is translated when shown: argparse rejects a lazy string.
+    @property
+    def help(self) -> str:  # type: ignore[override]
+        return _(
+            "Import the points of a GeoJSON (Point, MultiPoint) or CSV (lon, lat columns) file into a campaign, "
+            "creating the campaign if it does not exist. Nothing is written if any point is invalid."
+        )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("campaign", help=_("Id of the campaign (its _id), created if missing."))
@@ -31,20 +34,25 @@ class Command(BaseCommand):
         parser.add_argument(
             "--format",
             choices=FORMATS,
-            help=_("Format of the file; by default taken from its extension (.geojson, .json, .csv, .tsv, .txt)."),
+            help=_(
+                "Format of the file. By default it is taken from the extension (.geojson, .json, .csv, .tsv, .txt)."
+            ),
         )
         parser.add_argument(
             "--initial-year",
+            metavar="YEAR",
             type=int,
             help=_("Sets the campaign's initialYear: the first year of imagery to cache (a calendar year)."),
         )
         parser.add_argument(
             "--final-year",
+            metavar="YEAR",
             type=int,
             help=_("Sets the campaign's finalYear: the last year of imagery to cache, inclusive (a calendar year)."),
         )
         parser.add_argument(
             "--vis-params",
+            metavar="NAMES",
             help=_(
                 "Sets the campaign's visParams: comma-separated vis-param names of the campaign's layer, "
                 "such as landsat-tvi-false,landsat-tvi-agri."
@@ -52,14 +60,16 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--image-type",
+            metavar="TYPE",
             help=_(
                 "Sets the campaign's imageType: landsat or a sentinel type such as sentinel-2. "
-                "New campaigns default to landsat; planet and wms cannot be cached and are rejected."
+                "New campaigns default to landsat. Planet and wms cannot be cached and are rejected."
             ),
         )
         parser.add_argument(
             "--preset",
-            help=_("Sets the campaign's tile-plan preset by name (%(names)s); empty means the service default.")
+            metavar="NAME",
+            help=_("Sets the campaign's tile-plan preset by name (%(names)s). An empty name means the service default.")
             % {"names": ", ".join(preset_names())},
         )
         parser.add_argument(
@@ -92,7 +102,10 @@ class Command(BaseCommand):
                 )
         except IntegrityError as error:
             raise CommandError(
-                _("Nothing was imported: a new point id of campaign %(campaign)s already exists (%(error)s).")
+                _(
+                    "Nothing was imported: the database rejected the new points of campaign %(campaign)s "
+                    "(%(error)s). If another import into this campaign ran at the same time, run the command again."
+                )
                 % {"campaign": campaign_id, "error": error}
             ) from None
 
@@ -108,38 +121,41 @@ class Command(BaseCommand):
                 _("Updated campaign %(campaign)s: %(fields)s.")
                 % {"campaign": campaign_id, "fields": ", ".join(field_columns(changes))}
             )
-        self.write_result(campaign_id, len(parsed), result.imported, result.skipped, result.first_id, result.last_id)
+        self.write_result(campaign_id, result)
         self.write_warnings(campaign, created)
 
-    def write_result(
-        self, campaign_id: str, read: int, imported: int, skipped: int, first_id: str | None, last_id: str | None
-    ) -> None:
+    def write_result(self, campaign_id: str, result: SaveResult) -> None:
+        imported, skipped = result.imported, result.skipped
         if imported == 1:
             self.stdout.write(
                 self.style.SUCCESS(
                     _("Imported 1 point into campaign %(campaign)s (id %(first)s).")
-                    % {"campaign": campaign_id, "first": first_id}
+                    % {"campaign": campaign_id, "first": result.first_id}
                 )
             )
         elif imported:
             self.stdout.write(
                 self.style.SUCCESS(
                     _("Imported %(count)d points into campaign %(campaign)s (ids %(first)s to %(last)s).")
-                    % {"count": imported, "campaign": campaign_id, "first": first_id, "last": last_id}
+                    % {"count": imported, "campaign": campaign_id, "first": result.first_id, "last": result.last_id}
                 )
             )
         else:
             self.stdout.write(
                 self.style.WARNING(
-                    _("Imported no points: all %(count)d points of the file already exist in campaign %(campaign)s.")
-                    % {"count": read, "campaign": campaign_id}
+                    ngettext(
+                        "Imported no points: the %(count)d point of the file already exists in campaign %(campaign)s.",
+                        "Imported no points: all %(count)d points of the file already exist in campaign %(campaign)s.",
+                        skipped,
+                    )
+                    % {"count": skipped, "campaign": campaign_id}
                 )
             )
         if skipped and imported:
             self.stdout.write(
                 ngettext(
-                    "Skipped %(count)d point whose coordinates already exist in the campaign.",
-                    "Skipped %(count)d points whose coordinates already exist in the campaign.",
+                    "Skipped %(count)d point whose coordinates already exist in the campaign or earlier in the file.",
+                    "Skipped %(count)d points whose coordinates already exist in the campaign or earlier in the file.",
                     skipped,
                 )
                 % {"count": skipped}
@@ -150,7 +166,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.WARNING(
                     _(
-                        "Campaign %(campaign)s has no year range yet; set it with --initial-year and --final-year "
+                        "Campaign %(campaign)s has no year range yet. Set it with --initial-year and --final-year "
                         "before caching it."
                     )
                     % {"campaign": campaign.id}
@@ -159,7 +175,7 @@ class Command(BaseCommand):
         if campaign.caching_in_progress:
             self.stdout.write(
                 self.style.WARNING(
-                    _("Campaign %(campaign)s is being cached now; the new points will be cached by the next run.")
+                    _("Campaign %(campaign)s is being cached now. The new points will be cached by the next run.")
                     % {"campaign": campaign.id}
                 )
             )
@@ -177,14 +193,14 @@ class Command(BaseCommand):
 def validate_campaign_id(raw: str) -> str:
     campaign_id = raw.strip()
     if not campaign_id:
-        raise CommandError(_("The campaign id is empty; give the campaign's _id, such as teste_upload_pontos."))
+        raise CommandError(_("The campaign id is empty. Give the campaign's _id, such as teste_upload_pontos."))
     if campaign_id != raw:
         raise CommandError(
-            _("The campaign id %(campaign)r starts or ends with spaces; remove them.") % {"campaign": raw}
+            _("The campaign id %(campaign)r starts or ends with spaces. Remove them.") % {"campaign": raw}
         )
     if len(campaign_id) > CAMPAIGN_ID_MAX_LENGTH:
         raise CommandError(
-            _("The campaign id is %(length)d characters long; the maximum is %(max)d.")
+            _("The campaign id is %(length)d characters long, but the maximum is %(max)d.")
             % {"length": len(campaign_id), "max": CAMPAIGN_ID_MAX_LENGTH}
         )
     return campaign_id
@@ -220,17 +236,21 @@ def plan_campaign_changes(existing: Campaign | None, options: dict[str, Any]) ->
             raise CommandError(
                 _(
                     "Campaign %(campaign)s has imageType %(image_type)r, which cannot be cached, so its years "
-                    "and vis params cannot be checked; pass --image-type landsat or a sentinel type."
+                    "and vis params cannot be checked. Pass --image-type landsat or a sentinel type."
                 )
                 % {"campaign": campaign_id, "image_type": effective_image_type}
             ) from None
         return changes
 
     if {"image_type", "initial_year", "final_year"} & changes.keys():
+        # A year the options leave alone is the stored one, which a new image
+        # type may put out of range.
+        initial_label = "--initial-year" if "initial_year" in changes else _("the stored initialYear")
+        final_label = "--final-year" if "final_year" in changes else _("the stored finalYear")
         validate_years(
             layer,
-            changes.get("initial_year", existing.initial_year if existing else None),
-            changes.get("final_year", existing.final_year if existing else None),
+            (initial_label, changes.get("initial_year", existing.initial_year if existing else None)),
+            (final_label, changes.get("final_year", existing.final_year if existing else None)),
         )
     if "vis_params" in changes or "image_type" in changes:
         validate_vis_params_for_layer(campaign_id, layer, existing, changes)
@@ -244,7 +264,7 @@ def validate_image_type(raw: str) -> str:
     except NotCacheable:
         raise CommandError(
             _(
-                "--image-type %(value)r cannot be cached; use landsat or a sentinel type such as sentinel-2. "
+                "--image-type %(value)r cannot be cached. Use landsat or a sentinel type such as sentinel-2. "
                 "Planet and WMS campaigns take their tiles from an outside map service."
             )
             % {"value": raw}
@@ -257,17 +277,19 @@ def year_range(layer: str) -> tuple[int, int]:
     return first, visparams.LAST_YEAR
 
 
-def validate_years(layer: str, initial_year: int | None, final_year: int | None) -> None:
+def validate_years(layer: str, initial: tuple[str, int | None], final: tuple[str, int | None]) -> None:
+    """Check a campaign's (label, year) pairs against the layer's imagery years and against each other."""
     first, last = year_range(layer)
-    for option, year in (("--initial-year", initial_year), ("--final-year", final_year)):
+    for label, year in (initial, final):
         if year is not None and not first <= year <= last:
             raise CommandError(
-                _("%(option)s %(year)s is outside the years of the %(layer)s layer: use %(first)d to %(last)d.")
-                % {"option": option, "year": year, "layer": layer, "first": first, "last": last}
+                _("%(label)s %(year)s is outside the years of the %(layer)s layer. Use %(first)d to %(last)d.")
+                % {"label": label, "year": year, "layer": layer, "first": first, "last": last}
             )
+    initial_year, final_year = initial[1], final[1]
     if initial_year is not None and final_year is not None and initial_year > final_year:
         raise CommandError(
-            _("The initial year %(initial)s is after the final year %(final)s; give --initial-year <= --final-year.")
+            _("The initial year %(initial)s is after the final year %(final)s. Give --initial-year <= --final-year.")
             % {"initial": initial_year, "final": final_year}
         )
 
@@ -275,7 +297,7 @@ def validate_years(layer: str, initial_year: int | None, final_year: int | None)
 def parse_vis_params(raw: str) -> list[str]:
     names = list(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
     if not names:
-        raise CommandError(_("--vis-params is empty; give one or more comma-separated vis-param names."))
+        raise CommandError(_("--vis-params is empty. Give one or more comma-separated vis-param names."))
     return names
 
 
@@ -289,7 +311,7 @@ def validate_vis_params_for_layer(
             visparams.get_vis_param(name, layer)
         except InvalidTileRequest:
             raise CommandError(
-                _("Unknown vis param %(name)r for the %(layer)s layer; use one or more of %(known)s.")
+                _("Unknown vis param %(name)r for the %(layer)s layer. Use one or more of %(known)s.")
                 % {"name": name, "layer": layer, "known": known}
             ) from None
     if "vis_params" in changes or existing is None:
@@ -302,8 +324,8 @@ def validate_vis_params_for_layer(
         stored = existing.vis_params or existing.vis_params_enable or [existing.vis_param]
         raise CommandError(
             _(
-                "Campaign %(campaign)s has vis params %(stored)s, which do not belong to the %(layer)s layer; "
-                "pass --vis-params with vis params of that layer (%(known)s)."
+                "Campaign %(campaign)s has vis params %(stored)s, which do not belong to the %(layer)s layer. "
+                "Pass --vis-params with vis params of that layer (%(known)s)."
             )
             % {"campaign": campaign_id, "stored": ", ".join(map(str, stored)), "layer": layer, "known": known}
         ) from None
@@ -316,13 +338,14 @@ def validate_preset(raw: str) -> str | None:
     names = preset_names()
     if name not in names:
         raise CommandError(
-            _("Unknown --preset %(name)r; use one of %(names)s.") % {"name": raw, "names": ", ".join(names)}
+            _("Unknown --preset %(name)r. Use one of %(names)s.") % {"name": raw, "names": ", ".join(names)}
         )
     try:
         get_preset(name)
     except InvalidTileRequest as error:
         raise CommandError(
-            _("The tile-plan preset %(name)r is misconfigured in the settings: %(error)s") % {"name": name, "error": error}
+            _("The tile-plan preset %(name)r is misconfigured in the settings: %(error)s")
+            % {"name": name, "error": error}
         ) from None
     return name
 
