@@ -1,9 +1,9 @@
 """The ``raster`` tile source: tiles rendered with rio-tiler from catalogued GeoTIFF/COG files.
 
-The source reads a raster catalog (see ``tiles.sources.raster_catalog``),
-picks the file of the tile's layer, year and period, reads the tile's window
-in web mercator with rio-tiler, turns digital numbers into values with the
-entry's scale and offset, and stretches them with the vis param. Tiles with
+The source looks up the file of a tile's layer, year and period in a raster
+catalog (see ``tiles.sources.raster_catalog``) and reads the tile's window in
+web mercator with rio-tiler. It turns digital numbers into values with the
+entry's scale and offset, then stretches them with the vis param. Tiles with
 no catalogued file, or outside the file's bounds, are ``render.EMPTY_TILE``.
 """
 
@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
 from rio_tiler.errors import NoOverviewWarning, RioTilerError, TileOutsideBounds
 from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
@@ -110,27 +112,38 @@ class RasterSource(TileSource):
 
     def _read_tile(self, entry: CatalogEntry, address: TileAddress, indexes: tuple[int, ...]) -> ImageData | None:
         """Read the bands ``indexes`` of one web mercator tile, or return None when the tile misses the file."""
-        raster = self.rasters.get(entry)
-        too_high = [index for index in indexes if index > raster.band_count]
-        if too_high:
-            raise SourceError(
-                f"Raster {entry.path} has {raster.band_count} bands, but {entry.describe()} maps a band "
-                f"to index {max(too_high)}. Fix the entry's 'bands' mapping to use indexes 1 to {raster.band_count}."
-            )
         options: dict = {"indexes": indexes}
         if entry.nodata is not None:
             options["nodata"] = entry.nodata
-        with raster.lock:
-            try:
-                return raster.reader.tile(address.x, address.y, address.z, **options)
-            except TileOutsideBounds:
-                return None
-            except (RasterioError, RioTilerError) as error:
+        # Another thread may close the reader between ``get`` and the read (least recently used
+        # eviction), so a closed reader is fetched again once.
+        for _attempt in range(2):
+            raster = self.rasters.get(entry)
+            out_of_range = [index for index in indexes if index > raster.band_count]
+            if out_of_range:
                 raise SourceError(
-                    f"Reading tile z={address.z} x={address.x} y={address.y} from raster {entry.path} "
-                    f"({entry.describe()}) failed: {error}",
-                    transient=entry.is_remote,
-                ) from error
+                    f"Raster {entry.path} has {raster.band_count} bands, but {entry.describe()} maps a band "
+                    f"to index {max(out_of_range)}. Fix the entry's 'bands' mapping to use indexes 1 to "
+                    f"{raster.band_count}."
+                )
+            with raster.lock:
+                if raster.closed:
+                    continue
+                try:
+                    return raster.reader.tile(address.x, address.y, address.z, **options)
+                except TileOutsideBounds:
+                    return None
+                except (RasterioError, RioTilerError) as error:
+                    raise SourceError(
+                        f"Reading tile z={address.z} x={address.x} y={address.y} from raster {entry.path} "
+                        f"({entry.describe()}) failed: {error}",
+                        transient=entry.is_remote,
+                    ) from error
+        raise SourceError(
+            f"Raster {entry.path} was closed twice while tile z={address.z} x={address.x} y={address.y} waited "
+            f"to read it, because more files are in use than max_open_files allows. Raise max_open_files.",
+            transient=True,
+        )
 
 
 def band_indexes(entry: CatalogEntry, vis: VisParam, year: int) -> tuple[int, int, int]:
@@ -239,7 +252,9 @@ class CatalogFile:
             return
         except (OSError, UnicodeDecodeError) as error:
             self._entries = {}
-            self._error = f"Reading raster catalog {self.path} failed: {error}. Check the file's permissions and encoding."
+            self._error = (
+                f"Reading raster catalog {self.path} failed: {error}. Check the file's permissions and encoding."
+            )
             logger.error("%s", self._error)
             return
         self._error = None
@@ -250,9 +265,17 @@ class CatalogFile:
 @dataclass
 class OpenRaster:
     reader: Reader
+    dataset: DatasetReader
     band_count: int
     # rasterio datasets are not thread-safe, so reads of one file take turns.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+    def close(self) -> None:
+        with self.lock:
+            self.reader.close()
+            self.dataset.close()
+            self.closed = True
 
 
 class OpenRasters:
@@ -272,7 +295,7 @@ class OpenRasters:
         key = self._key(entry)
         with self._lock:
             if self._pid != os.getpid():
-                # GDAL handles must not be shared across processes; the parent still owns these.
+                # GDAL handles must not be shared across processes, and the parent still owns these.
                 self._readers = OrderedDict()
                 self._pid = os.getpid()
             raster = self._readers.get(key)
@@ -280,11 +303,13 @@ class OpenRasters:
                 self._readers.move_to_end(key)
                 return raster
             raster = self._open(entry)
+            # A reader of an older version of the same file is stale, so close it now.
+            for stale_key in [other for other in self._readers if other[0] == entry.path]:
+                self._readers.pop(stale_key).close()
             self._readers[key] = raster
             while len(self._readers) > self.max_open:
                 _key, evicted = self._readers.popitem(last=False)
-                with evicted.lock:
-                    evicted.reader.close()
+                evicted.close()
             return raster
 
     def close(self) -> None:
@@ -292,8 +317,7 @@ class OpenRasters:
             readers = list(self._readers.values()) if self._pid == os.getpid() else []
             self._readers = OrderedDict()
         for raster in readers:
-            with raster.lock:
-                raster.reader.close()
+            raster.close()
 
     def __len__(self) -> int:
         return len(self._readers)
@@ -314,21 +338,33 @@ class OpenRasters:
     @staticmethod
     def _open(entry: CatalogEntry) -> OpenRaster:
         try:
-            with warnings.catch_warnings():
-                # The check below logs the same advice once per opened file.
-                warnings.simplefilter("ignore", NoOverviewWarning)
-                reader = Reader(entry.path)
-        except (RasterioError, RioTilerError) as error:
+            # A dataset that rio-tiler opens itself keeps the GDAL environment of the opening
+            # thread, and closing it from another thread raises rasterio's EnvError (rasterio
+            # 1.4.4, rio-tiler 9.4). A dataset opened inside a short-lived Env has none attached.
+            with rasterio.Env():
+                dataset = rasterio.open(entry.path)
+        except RasterioError as error:
             raise SourceError(
                 f"Opening raster {entry.path} ({entry.describe()}) failed: {error}. "
                 "Check that the file is a GeoTIFF that GDAL can read.",
                 transient=entry.is_remote,
             ) from error
-        dataset = reader.dataset
+        try:
+            with warnings.catch_warnings():
+                # The check below logs the same advice once per opened file.
+                warnings.simplefilter("ignore", NoOverviewWarning)
+                reader = Reader(entry.path, dataset=dataset)
+        except (RasterioError, RioTilerError) as error:
+            dataset.close()
+            raise SourceError(
+                f"Opening raster {entry.path} ({entry.describe()}) failed: {error}. "
+                "Check that the file is a GeoTIFF that GDAL can read.",
+                transient=entry.is_remote,
+            ) from error
         if min(dataset.width, dataset.height) > 512 and not dataset.overviews(1):
             logger.warning(
                 "Raster %s has no overviews, so every low-zoom tile reads the full-resolution pixels. "
                 "Convert it to a Cloud-Optimized GeoTIFF to speed up rendering.",
                 entry.path,
             )
-        return OpenRaster(reader=reader, band_count=dataset.count)
+        return OpenRaster(reader=reader, dataset=dataset, band_count=dataset.count)

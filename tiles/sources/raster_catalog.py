@@ -1,6 +1,6 @@
-"""The raster catalog: which GeoTIFF/COG holds a layer's imagery for a year and period.
+"""The raster catalog: which GeoTIFF/COG contains a layer's imagery for a year and period.
 
-A catalog is a JSON file holding either a list of entries or an object
+A catalog is a JSON file that contains either a list of entries or an object
 ``{"entries": [...], "note": "..."}``. Each entry looks like::
 
     {"layer": "landsat", "year": 2020, "period": "DRY", "month": null,
@@ -31,7 +31,7 @@ from tiles.visparams import LAYERS, validate_year
 REQUIRED_FIELDS = ("layer", "year", "period", "path", "bands")
 OPTIONAL_FIELDS = ("month", "scale", "offset", "nodata", "note")
 
-# (layer, year, period, month); month is None unless the period is MONTH.
+# (layer, year, period, month), where month is None unless the period is MONTH.
 CatalogKey = tuple[str, int, Period, int | None]
 
 
