@@ -10,6 +10,7 @@ Run it with ``make demo``; everything it writes stays under ``var/``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -44,7 +45,7 @@ from tiles.render import is_empty_tile  # noqa: E402
 from tiles.storage import tile_key, tile_storage  # noqa: E402
 
 CAMPAIGN_ID = "demo_landsat"
-VIS_PARAM = "landsat-tvi-true"
+VIS_PARAM = "landsat-toa-true"
 PORT = int(os.environ.get("DEMO_PORT", "8083"))
 RUN_TIMEOUT_SECONDS = 900
 VAR_DIR = Path(settings.VAR_DIR)
@@ -117,11 +118,12 @@ def write_contact_sheet(path: Path, columns: int = 6, count: int = 24) -> tuple[
     plan = campaign_plan(campaign)
     storage = tile_storage()
     tiles: list[tuple[str, Image.Image, bool]] = []
-    for point in Point.objects.of_campaign(CAMPAIGN_ID).order_by("pk"):
+    points = sorted(Point.objects.of_campaign(CAMPAIGN_ID), key=lambda point: int(point.id.split("_", 1)[0]))
+    for point in points:
         address = next(a for a in plan.addresses_for(point.lon, point.lat) if a.z == 14)
         with storage.open(tile_key(address), "rb") as handle:
             data = handle.read()
-        tiles.append((point.id, Image.open(__import__("io").BytesIO(data)).convert("RGBA"), not is_empty_tile(data)))
+        tiles.append((point.id, Image.open(io.BytesIO(data)).convert("RGBA"), not is_empty_tile(data)))
         if len(tiles) >= count:
             break
     rows = (len(tiles) + columns - 1) // columns

@@ -82,6 +82,19 @@ REGISTRY: dict[str, VisParam] = {
             (0.6, 0.55, 0.3),
             1.2,
         ),
+        # True colour for Level-1 scenes in top-of-atmosphere reflectance,
+        # which atmospheric haze makes darker in red and brighter in blue
+        # than surface reflectance. Min and max are the 2nd and 99th
+        # percentiles of the valid pixels of Landsat 8 scene
+        # LC08_L1TP_224078_20200518 (Paraná), rounded.
+        VisParam(
+            "landsat-toa-true",
+            LANDSAT,
+            {"TM": ("B3", "B2", "B1"), "OLI": ("B4", "B3", "B2")},
+            (0.02, 0.034, 0.048),
+            (0.08, 0.075, 0.08),
+            1.2,
+        ),
         VisParam("tvi-green", SENTINEL, {"MSI": ("B11", "B8A", "B4")}, (600, 700, 400), (4300, 5400, 2800), 1.1),
         VisParam("tvi-red", SENTINEL, {"MSI": ("B8A", "B11", "B4")}, (700, 600, 400), (5400, 4300, 2800), 1.1),
         VisParam("tvi-rgb", SENTINEL, {"MSI": ("B4", "B3", "B2")}, (200, 300, 700), (3000, 2500, 2300), 1.35),
