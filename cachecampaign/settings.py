@@ -113,9 +113,14 @@ if MONGODB_URI:
         raise ImproperlyConfigured(
             "MONGODB_URI is set but MONGODB_NAME is empty; set MONGODB_NAME to TVI's database name."
         )
-    import django_mongodb_backend
-
-    DATABASES["campaigns"] = django_mongodb_backend.parse_uri(MONGODB_URI, db_name=MONGODB_NAME)
+    # django-mongodb-backend 5.2.1+ reads the connection string from HOST
+    # (parse_uri() is deprecated). The engine is that backend with TVI's
+    # documents protected from migrations; see cachecampaign/mongodb_backend.
+    DATABASES["campaigns"] = {
+        "ENGINE": "cachecampaign.mongodb_backend",
+        "HOST": MONGODB_URI,
+        "NAME": MONGODB_NAME,
+    }
 elif CAMPAIGNS_DATABASE_URL:
     DATABASES["campaigns"] = _relational_database(CAMPAIGNS_DATABASE_URL)
 else:
@@ -201,6 +206,18 @@ TILE_RENDER_ON_MISS = env_bool("TILE_RENDER_ON_MISS", True)
 # --- Caching runs ----------------------------------------------------------
 CACHE_DEFAULT_BATCH_SIZE = env_int("CACHE_DEFAULT_BATCH_SIZE", 5, minimum=1)
 CACHE_MAX_BATCH_SIZE = env_int("CACHE_MAX_BATCH_SIZE", 1000, minimum=1)
+# Days after which the periodic re-cache produces a campaign's stored tiles
+# again (see campaigns/recache.py); 0 turns the age check off.
+CACHE_MAX_TILE_AGE_DAYS = env_int("CACHE_MAX_TILE_AGE_DAYS", 0, minimum=0)
+# Most tiles POST /api/cache/point/start produces inside the request; a point
+# whose plan has more is rejected with a hint to start a campaign run.
+CACHE_POINT_MAX_TILES = env_int("CACHE_POINT_MAX_TILES", 500, minimum=1)
+# Estimates: bytes of one stored tile when storage holds no tile of a vis
+# param to measure, tiles per second when no recent run measured it, and how
+# many stored tiles per vis param are measured.
+CACHE_ESTIMATE_TILE_BYTES = env_int("CACHE_ESTIMATE_TILE_BYTES", 50_000, minimum=1)
+CACHE_ESTIMATE_TILES_PER_SECOND = env_float("CACHE_ESTIMATE_TILES_PER_SECOND", 5.0, minimum=0.001)
+CACHE_ESTIMATE_SAMPLE_TILES = env_int("CACHE_ESTIMATE_SAMPLE_TILES", 20, minimum=1)
 
 # --- Celery ----------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"

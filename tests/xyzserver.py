@@ -45,26 +45,32 @@ TEMPLATE_PATH = "/{layer}/{visparam}/{period}/{year}/{month}/{z}/{x}/{y}.png"
 SLEEP_SLICE_SECONDS = 0.05
 # The log keeps at most this many requests, so a long run cannot exhaust memory.
 MAX_LOG_ENTRIES = 100_000
-BODY_KINDS = ("png", "jpeg", "invalid", "truncated", "none")
+BODY_KINDS = ("png", "jpeg", "invalid", "truncated", "corrupt", "none")
 
 
 @dataclass
 class Rule:
     """One injected behaviour and the requests it applies to.
 
-    A rule applies to a request when ``path`` (a regular expression searched
-    in the request path) matches or is None, and the request's number among
-    the requests of its path (1-based) is within ``first`` or listed in
-    ``numbers``, or both are None, and a draw seeded by the server seed, the
-    path and the number is below ``probability``. The draw depends only on
-    those three values, so a run repeats the same faults whatever the thread
-    timing.
+    A rule applies to a request when all three conditions hold:
+
+    - ``path``, a regular expression searched in the request path, matches
+      or is None;
+    - the request's 1-based number among the requests of its path is at most
+      ``first`` or listed in ``numbers``, or both are None;
+    - a draw seeded by the server seed, the path and the number is below
+      ``probability``.
+
+    The draw depends only on those three values, so a run repeats the same
+    faults whatever the thread timing.
     """
 
     status: int = 200
-    # Body of the response: "png" (the tile), "jpeg" (the tile as JPEG),
-    # "invalid" (HTML text), "truncated" (the first 40 bytes of the PNG) or
-    # "none" (empty). Statuses other than 200 default to a short text body.
+    # Body of the response, one of BODY_KINDS: "png" is the tile, "jpeg" the
+    # tile as JPEG, "invalid" an HTML page, "truncated" the first 40 bytes of
+    # the PNG, "none" an empty body. "corrupt" is the PNG with one byte of its
+    # image data flipped, so a chunk checksum fails. Without a body kind,
+    # statuses other than 200 return a short text body.
     body: str | None = None
     retry_after: str | None = None
     # Seconds to wait before responding; longer than the client's read
@@ -160,7 +166,10 @@ class TileServer:
         return self.url + TEMPLATE_PATH
 
     def start(self) -> TileServer:
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="xyz-test-server", daemon=True)
+        # A short poll interval lets stop() return quickly.
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="xyz-test-server", daemon=True
+        )
         self.thread.start()
         return self
 
@@ -266,6 +275,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The headers and the body go out in two writes. With Nagle's algorithm
+    # on, the body waits for the client's delayed ACK, about 40 ms on Linux.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -320,7 +332,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _body(self, rule: Rule | None, status: int, match: re.Match | None) -> tuple[bytes, str]:
-        kind = rule.body if rule and rule.body else ("png" if status == 200 else None)
+        kind = rule.body if rule else None
+        if kind is None and status == 200:
+            kind = "png"
         if kind is None:
             return f"HTTP {status} injected by the test tile server".encode(), "text/plain"
         if kind == "none" or match is None:
@@ -332,6 +346,11 @@ class _Handler(BaseHTTPRequestHandler):
             return tile_image(z, x, y, "jpeg"), "image/jpeg"
         if kind == "truncated":
             return tile_image(z, x, y)[:40], "image/png"
+        if kind == "corrupt":
+            corrupt = bytearray(tile_image(z, x, y))
+            # The last 12 bytes are the IEND chunk; 20 bytes from the end is inside IDAT.
+            corrupt[-20] ^= 0xFF
+            return bytes(corrupt), "image/png"
         return tile_image(z, x, y), "image/png"
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
@@ -391,7 +410,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     with server:
         print(f"URL {server.url}", flush=True)
-        while not stopped.wait(0.5):
+        while not stopped.wait(0.1):
             pass
 
 

@@ -38,9 +38,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -50,9 +50,9 @@ from tiles.errors import SourceError
 
 logger = logging.getLogger(__name__)
 
-# Bounds of the randomised pause between two tries to take a slot; the pause
-# grows from the first value to the second so that many waiting workers do
-# not poll Redis in lockstep.
+# Bounds of the randomised pause between two tries to take a slot. The pause
+# grows from the first value to the second, and its randomness keeps many
+# waiting workers from polling Redis in lockstep.
 SLOT_POLL_FIRST_SECONDS = 0.005
 SLOT_POLL_MAX_SECONDS = 0.1
 # Keys of an idle limit group expire this long after their last lease or
@@ -86,11 +86,11 @@ class LimitConfig:
     max_in_flight: int | None
     # None or 0 disables the rate limit.
     rate_per_second: float | None
-    # Longest wait for a slot plus a start time, in seconds.
+    # Maximum wait for a slot plus a start time, in seconds.
     acquire_timeout: float
-    # Longest time one request may hold its slot after its start time, in
-    # seconds; a Redis lease expires after it, freeing the slot of a crashed
-    # holder.
+    # Maximum time one request may hold its slot after its start time, in
+    # seconds. A Redis lease expires after it, which frees the slot of a
+    # crashed holder.
     hold_seconds: float
 
     def __post_init__(self) -> None:
@@ -356,11 +356,11 @@ class RedisLimitBackend(LimitBackend):
 
     def try_acquire_slot(self, lease_seconds: float) -> str | None:
         token = uuid.uuid4().hex
-        taken = self._acquire(
+        acquired = self._acquire(
             keys=[self.slots_key],
             args=[self.config.cap, _milliseconds(lease_seconds), IDLE_KEY_TTL_MILLISECONDS, token],
         )
-        return token if taken == 1 else None
+        return token if acquired == 1 else None
 
     def renew_slot(self, token: object, lease_seconds: float) -> bool:
         renewed = self._renew(

@@ -78,8 +78,8 @@ class XYZConfig:
     url: str
     connect_timeout: float
     read_timeout: float
-    # Longest time one attempt may take from sending the request to the end
-    # of the body, in seconds; the read timeout alone bounds each socket read,
+    # Maximum time one attempt may take from sending the request to the end
+    # of the body, in seconds. The read timeout bounds each socket read but
     # not a body that trickles in.
     total_timeout: float
     retries: int
@@ -108,26 +108,27 @@ class _Failure:
 class XYZSource(TileSource):
     def __init__(self, layer: str, config: dict):
         super().__init__(layer, config)
-        self.settings = parse_config(layer, config)
-        self.safe_template = redact_url(self.settings.url)
-        self.limiter = build_limiter(
-            LimitConfig(
-                group=self.settings.limit_group,
-                max_in_flight=self.settings.max_in_flight,
-                rate_per_second=self.settings.rate_per_second,
-                acquire_timeout=self.settings.acquire_timeout,
+        self.options = parse_config(layer, config)
+        try:
+            limits = LimitConfig(
+                group=self.options.limit_group,
+                max_in_flight=self.options.max_in_flight,
+                rate_per_second=self.options.rate_per_second,
+                acquire_timeout=self.options.acquire_timeout,
                 # A request ends within total_timeout plus one read timeout,
-                # because the deadline is checked between reads; a few
-                # seconds cover the time to release the slot.
-                hold_seconds=self.settings.total_timeout + self.settings.read_timeout + 5.0,
+                # because the deadline is checked between reads. The extra
+                # 5 s cover the time to release the slot.
+                hold_seconds=self.options.total_timeout + self.options.read_timeout + 5.0,
             )
-        )
+        except ValueError as error:
+            raise ImproperlyConfigured(f"TILE_SOURCES[{layer!r}] has invalid limits: {error}") from error
+        self.limiter = build_limiter(limits)
 
     def fetch(self, address: TileAddress) -> bytes:
-        config = self.settings
+        options = self.options
         url = self.tile_url(address)
         tile = tile_key(address)
-        attempts = config.retries + 1
+        attempts = options.retries + 1
         failure: _Failure | None = None
         for attempt in range(1, attempts + 1):
             with self.limiter.request(f"tile {tile}"):
@@ -137,8 +138,8 @@ class XYZSource(TileSource):
             failure = outcome
             if not failure.retryable:
                 raise SourceError(
-                    f"Fetching tile {tile} from {redact_url(url)} failed: {failure.reason}. Check the URL "
-                    f"template, credentials and headers of TILE_SOURCES[{self.layer!r}].",
+                    f"Fetching tile {tile} from {redact_url(url)} failed because the request {failure.reason}. "
+                    f"Check the URL template, credentials and headers of TILE_SOURCES[{self.layer!r}].",
                     transient=False,
                     status=failure.status,
                 )
@@ -153,8 +154,8 @@ class XYZSource(TileSource):
             time.sleep(wait)
         assert failure is not None
         message = (
-            f"Fetching tile {tile} from {redact_url(url)} failed after {attempts} attempts; the last one "
-            f"{failure.reason}. Check that the tile server is up, or raise 'retries' or 'backoff_max' in "
+            f"Fetching tile {tile} from {redact_url(url)} failed after {attempts} attempts because the last "
+            f"one {failure.reason}. Check that the tile server is up, or raise 'retries' or 'backoff_max' in "
             f"TILE_SOURCES[{self.layer!r}]."
         )
         if failure.timed_out:
@@ -163,7 +164,7 @@ class XYZSource(TileSource):
 
     def fetch_many(self, addresses: list[TileAddress]) -> dict[TileAddress, bytes | Exception]:
         """Fetch tiles on up to ``fetch_threads`` threads; the shared limits still apply to each request."""
-        if len(addresses) <= 1 or self.settings.fetch_threads <= 1:
+        if len(addresses) <= 1 or self.options.fetch_threads <= 1:
             return super().fetch_many(addresses)
 
         def fetch_one(address: TileAddress) -> bytes | Exception:
@@ -172,9 +173,9 @@ class XYZSource(TileSource):
             except Exception as error:  # noqa: BLE001 - returned to the caller, which counts and records it
                 return error
 
-        workers = min(self.settings.fetch_threads, len(addresses))
+        workers = min(self.options.fetch_threads, len(addresses))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"xyz-{self.layer}") as pool:
-            return dict(zip(addresses, pool.map(fetch_one, addresses)))
+            return dict(zip(addresses, pool.map(fetch_one, addresses), strict=True))
 
     def tile_url(self, address: TileAddress) -> str:
         values = {
@@ -187,23 +188,23 @@ class XYZSource(TileSource):
             "visparam": address.vis_param,
             "layer": address.layer,
         }
-        return self.settings.url.format_map({name: quote(str(value), safe="") for name, value in values.items()})
+        return self.options.url.format_map({name: quote(str(value), safe="") for name, value in values.items()})
 
     def _attempt(self, url: str) -> bytes | _Failure:
         """Send one request; return the PNG bytes or the failure."""
-        config = self.settings
-        deadline = time.monotonic() + config.total_timeout
+        options = self.options
+        deadline = time.monotonic() + options.total_timeout
         try:
             with http_session().get(
                 url,
-                headers=config.headers,
-                timeout=(config.connect_timeout, config.read_timeout),
+                headers=options.headers,
+                timeout=(options.connect_timeout, options.read_timeout),
                 stream=True,
                 allow_redirects=True,
             ) as response:
                 status = response.status_code
                 if status == 200:
-                    body = _read_body(response, deadline, config.total_timeout)
+                    body = _read_body(response, deadline, options.total_timeout)
                     if isinstance(body, _Failure):
                         return body
                     return _png_from_body(body, response.headers.get("Content-Type", ""))
@@ -212,7 +213,7 @@ class XYZSource(TileSource):
                     return EMPTY_TILE
                 return _status_failure(status, response.headers.get("Retry-After"))
         except requests.RequestException as error:
-            return _request_failure(error, config)
+            return _request_failure(error, options)
 
     def _retry_wait(self, attempt: int, failure: _Failure) -> float:
         """Return the pause before the next attempt, in seconds.
@@ -221,10 +222,10 @@ class XYZSource(TileSource):
         pause is drawn uniformly from 0 to ``backoff * 2 ** (attempt - 1)``,
         capped at ``backoff_max`` ("full jitter").
         """
-        config = self.settings
+        options = self.options
         if failure.retry_after is not None:
-            return min(failure.retry_after, config.backoff_max)
-        ceiling = min(config.backoff_max, config.backoff * 2 ** (attempt - 1))
+            return min(failure.retry_after, options.backoff_max)
+        ceiling = min(options.backoff_max, options.backoff * 2 ** (attempt - 1))
         return random.uniform(0.0, ceiling)
 
 
@@ -263,7 +264,7 @@ def _png_from_body(body: bytes, content_type: str) -> bytes | _Failure:
     """Return the body as PNG bytes, converting a JPEG, or the failure when it is no valid image.
 
     An invalid body is retried, because overloaded servers and proxies
-    sometimes answer 200 with an HTML error page.
+    sometimes return 200 with an HTML error page.
     """
     if body.startswith(PNG_SIGNATURE):
         kind = "PNG"
@@ -293,7 +294,11 @@ def _png_from_body(body: bytes, content_type: str) -> bytes | _Failure:
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             return buffer.getvalue()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        return _Failure(
+            f"returned HTTP 200 with an invalid {kind} image (Pillow cannot identify it)", retryable=True, status=200
+        )
+    except (OSError, SyntaxError, ValueError) as error:
         return _Failure(f"returned HTTP 200 with an invalid {kind} image ({error})", retryable=True, status=200)
 
 
@@ -305,10 +310,10 @@ def _status_failure(status: int, retry_after: str | None) -> _Failure:
     return _Failure(f"returned HTTP {status}", retryable=False, status=status)
 
 
-def _request_failure(error: requests.RequestException, config: XYZConfig) -> _Failure:
+def _request_failure(error: requests.RequestException, options: XYZConfig) -> _Failure:
     if _is_timeout(error):
         phase = "connect" if isinstance(error, requests.ConnectTimeout) else "read"
-        limit = config.connect_timeout if phase == "connect" else config.read_timeout
+        limit = options.connect_timeout if phase == "connect" else options.read_timeout
         return _Failure(f"timed out ({phase} timeout {limit:g} s)", retryable=True, timed_out=True)
     if isinstance(error, requests.ConnectionError):
         return _Failure(f"failed to connect or read: {_short_error(error)}", retryable=True)
@@ -326,15 +331,24 @@ def _is_timeout(error: requests.RequestException) -> bool:
 
 
 def _short_error(error: Exception) -> str:
-    # urllib3 messages repeat the pool and URL; the class name and last part suffice.
-    text = str(error)
-    return f"{type(error).__name__}: {text[-300:]}" if text else type(error).__name__
+    """Describe a requests error by its root cause.
+
+    requests wraps urllib3's MaxRetryError, whose text repeats the pool and
+    URL and reports "Max retries exceeded" although the adapter makes one
+    attempt. Its ``reason`` is the error that happened.
+    """
+    cause: object = error
+    wrapped = error.args[0] if error.args else None
+    if isinstance(wrapped, urllib3.exceptions.MaxRetryError) and wrapped.reason is not None:
+        cause = wrapped.reason
+    text = str(cause)[-300:]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Return the seconds a Retry-After header asks to wait, or None when it is missing or invalid.
+    """Return the wait in seconds that a Retry-After header requests, or None when it is missing or invalid.
 
-    The header holds either a number of seconds or an HTTP-date (RFC 9110,
+    The header contains either a number of seconds or an HTTP-date (RFC 9110,
     section 10.2.3); a date in the past means no wait.
     """
     if value is None:
@@ -440,9 +454,19 @@ def parse_config(layer: str, raw: dict) -> XYZConfig:
 
 def _check_placeholders(url: str, where: str) -> None:
     try:
-        names = {field for _, field, _, _ in string.Formatter().parse(url) if field is not None}
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(url)
+                  if name is not None]
     except ValueError as error:
-        raise ImproperlyConfigured(f"{where}['url'] is not a valid template ({error}); escape literal braces as {{{{ }}}}.")
+        raise ImproperlyConfigured(
+            f"{where}['url'] is not a valid template ({error}); escape literal braces as {{{{ }}}}."
+        ) from error
+    names = {name for name, _, _ in fields}
+    # Values are substituted as strings, so a numeric format such as {z:02d} would fail on every fetch.
+    formatted = sorted(name for name, spec, conversion in fields if spec or conversion)
+    if formatted:
+        raise ImproperlyConfigured(
+            f"{where}['url'] formats the placeholders {formatted}; write them plainly, as {{z}}, without ':' or '!'."
+        )
     unknown = names - URL_PLACEHOLDERS
     if unknown:
         raise ImproperlyConfigured(
@@ -450,7 +474,9 @@ def _check_placeholders(url: str, where: str) -> None:
         )
     missing = REQUIRED_PLACEHOLDERS - names
     if missing:
-        raise ImproperlyConfigured(f"{where}['url'] lacks the placeholders {sorted(missing)}; add {{z}}, {{x}} and {{y}}.")
+        raise ImproperlyConfigured(
+            f"{where}['url'] lacks the placeholders {sorted(missing)}; add {{z}}, {{x}} and {{y}}."
+        )
 
 
 def _number(options: dict, key: str, where: str, *, minimum: float) -> float:
