@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from django.db import DatabaseError
 
-from campaigns import caching, runs
+from campaigns import caching, recache, runs
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +30,14 @@ def cache_point(point_id: str, run_id: str) -> dict:
     return caching.cache_point(point_id, run_id, cached_by="celery-task")
 
 
-@shared_task(name="campaigns.record_point_result", **DATABASE_RETRY)
+# The callbacks return nothing worth a result row per point.
+@shared_task(name="campaigns.record_point_result", ignore_result=True, **DATABASE_RETRY)
 def record_point_result(result: dict, run_id: str) -> None:
     """Link callback of every point task: record its outcome and keep the run going."""
     runs.point_finished(run_id, result["point_id"], result)
 
 
-@shared_task(name="campaigns.record_point_error")
+@shared_task(name="campaigns.record_point_error", ignore_result=True)
 def record_point_error(request, exc, traceback, run_id: str, point_id: str) -> None:
     """Error callback of a point task that raised: count the point as failed with the reason."""
     logger.error("Point %s of run %s raised %s: %s", point_id, run_id, type(exc).__name__, exc)
@@ -50,3 +51,9 @@ def send_point_task(point_id: str, run_id: str, task_id: str) -> None:
         link=record_point_result.s(run_id),
         link_error=record_point_error.s(run_id, point_id),
     )
+
+
+@shared_task(name="campaigns.recache_due_campaigns")
+def recache_due_campaigns() -> dict:
+    """Periodic task: start runs for campaigns with not-cached points or stale tiles."""
+    return recache.recache_due_campaigns()

@@ -42,7 +42,7 @@ import sample_data  # noqa: E402
 from campaigns.models import CachingRun, Campaign, Point  # noqa: E402
 from campaigns.runs import campaign_plan  # noqa: E402
 from tiles.render import is_empty_tile  # noqa: E402
-from tiles.storage import tile_key, tile_storage  # noqa: E402
+from tiles.storage import read_tile, tile_key, tile_storage  # noqa: E402
 
 CAMPAIGN_ID = "demo_landsat"
 VIS_PARAM = "landsat-toa-true"
@@ -116,13 +116,11 @@ def write_contact_sheet(path: Path, columns: int = 6, count: int = 24) -> tuple[
     """Compose up to ``count`` cached tiles into one PNG; return (tiles shown, non-blank tiles)."""
     campaign = Campaign.objects.get(pk=CAMPAIGN_ID)
     plan = campaign_plan(campaign)
-    storage = tile_storage()
     tiles: list[tuple[str, Image.Image, bool]] = []
     points = sorted(Point.objects.of_campaign(CAMPAIGN_ID), key=lambda point: int(point.id.split("_", 1)[0]))
     for point in points:
         address = next(a for a in plan.addresses_for(point.lon, point.lat) if a.z == 14)
-        with storage.open(tile_key(address), "rb") as handle:
-            data = handle.read()
+        data = read_tile(address) or b""
         tiles.append((point.id, Image.open(io.BytesIO(data)).convert("RGBA"), not is_empty_tile(data)))
         if len(tiles) >= count:
             break

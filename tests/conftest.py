@@ -9,6 +9,7 @@ from typing import Callable
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -113,9 +114,13 @@ def wait_for_run_end(campaign_id: str, timeout: float = 60.0) -> CachingRun:
     pytest.fail(f"Run of campaign {campaign_id} still {run.state if run else 'missing'} after {timeout} s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker(django_db_setup, django_db_blocker):
-    """One real Celery worker process (prefork, two children) for the whole session."""
+    """A real Celery worker process (prefork, two children) for the tests of one module.
+
+    Module scope lets a module that needs workers of its own (another tile
+    source, a killed worker) run with no other worker taking its tasks.
+    """
     with django_db_blocker.unblock():
         with running_worker(concurrency=2) as process:
             yield process
@@ -131,9 +136,26 @@ def control_file() -> Callable[[str, str], None]:
     return write
 
 
+def campaigns_on_mongodb() -> bool:
+    """Return whether MONGODB_URI sends the campaigns alias to MongoDB (the live ``mongodb`` tier)."""
+    return connections["campaigns"].vendor == "mongodb"
+
+
+def pytest_collection_modifyitems(config, items):
+    if campaigns_on_mongodb():
+        return
+    skip = pytest.mark.skip(
+        reason="MONGODB_URI is not set: the mongodb tier needs a MongoDB 6.0+ server (see docs/mongodb.md)"
+    )
+    for item in items:
+        if "mongodb" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
     return [
         f"database: {settings.DATABASES['default']['ENGINE']}",
         f"broker: {settings.CELERY_BROKER_URL}",
         f"scratch folder: {VAR_DIR}",
+        f"campaigns database: {connections['campaigns'].display_name}",
     ]

@@ -9,7 +9,7 @@ from campaigns.models import Campaign, Point
 from campaigns.runs import campaign_plan
 from tests.conftest import BOTH_DATABASES, produced_tiles, wait_for_run_end
 from tiles.render import EMPTY_TILE
-from tiles.storage import tile_key, tile_storage
+from tiles.storage import read_tile, tile_storage
 
 
 def tile_url(address) -> str:
@@ -30,14 +30,12 @@ def test_cached_campaign_is_served_as_hits(celery_worker, staff_client, make_cam
     addresses = {a for p in Point.objects.of_campaign("tvi") for a in plan.addresses_for(p.lon, p.lat)}
     produced_before = len(produced_tiles())
     client = Client()
-    storage = tile_storage()
 
     for address in sorted(addresses):
         response = client.get(tile_url(address))
         assert response.status_code == 200, response.content
         assert response["X-Cache"] == "HIT"
-        with storage.open(tile_key(address), "rb") as handle:
-            assert response.content == handle.read()
+        assert response.content == read_tile(address)
 
     # 3 points x (3x3 block) x (DRY, WET) x 2 years, every one a hit.
     assert len(addresses) == 3 * 9 * 2 * 2

@@ -2,7 +2,9 @@
 
 ``tile_key`` is the one function that names a stored tile; the caching run
 and the tile endpoint both call it, so a tile cached by one is found by the
-other.
+other. A tile without imagery is stored as an empty file: the transparent
+PNG every such tile would be is never stored twice, and reading an empty
+file returns it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from tiles.address import TileAddress
 from tiles.errors import StorageError
 from tiles.periods import Period
+from tiles.render import EMPTY_TILE
 
 
 def tile_key(address: TileAddress) -> str:
@@ -42,18 +45,20 @@ def read_tile(address: TileAddress) -> bytes | None:
     storage = tile_storage()
     try:
         with storage.open(tile_key(address), "rb") as handle:
-            return handle.read()
+            data = handle.read()
     except FileNotFoundError:
         return None
     except OSError as error:
         raise StorageError(f"Reading tile {tile_key(address)} failed: {error}") from error
+    return data or EMPTY_TILE
 
 
 def write_tile(address: TileAddress, data: bytes) -> str:
     """Store a tile under its key, replacing any older copy; return the key."""
     key = tile_key(address)
+    content = b"" if data == EMPTY_TILE else data
     try:
-        saved = tile_storage().save(key, ContentFile(data))
+        saved = tile_storage().save(key, ContentFile(content))
     except OSError as error:
         raise StorageError(f"Writing tile {key} failed: {error}") from error
     if saved != key:
