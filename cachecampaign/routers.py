@@ -33,7 +33,8 @@ def domain_alias() -> str:
 
 
 def is_domain_model(app_label: str, model_name: str | None) -> bool:
-    return app_label in DOMAIN_APPS and model_name is not None and model_name not in RELATIONAL_MODELS
+    # makemigrations passes the class name ("CachingRun"), migrate the lower-case model_name.
+    return app_label in DOMAIN_APPS and model_name is not None and model_name.lower() not in RELATIONAL_MODELS
 
 
 def alias_for_model(model) -> str:

@@ -8,15 +8,76 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import models
-from django.db.models import Case, F, Value, When
-from django.db.models.functions import Round
+from typing import Any
+
+from django.db import connections, models
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Greatest, Round
 
 
-class CampaignQuerySet(models.QuerySet):
-    def claim_start(self, campaign_id: str, now: datetime) -> bool:
-        """Set ``caching_in_progress`` if it was unset; return whether this call set it."""
-        won = self.filter(pk=campaign_id, caching_in_progress=False).update(
+def _percentage_of(count) -> Case:
+    return Case(
+        When(total_points__gt=0, then=Round(count * Value(100.0) / F("total_points"), 2)),
+        default=Value(0.0),
+        output_field=models.FloatField(),
+    )
+
+
+# Fields that exist only in relational tables: on MongoDB the TVI document
+# itself keeps the fields the model does not declare, so these are never written.
+RELATIONAL_ONLY_FIELDS = frozenset({"extra_fields"})
+
+
+def is_mongodb(alias: str) -> bool:
+    return connections[alias].vendor == "mongodb"
+
+
+class TviDocumentQuerySet(models.QuerySet):
+    """Writes of TVI's documents: on MongoDB, ``$set`` or insert only the fields the model declares for TVI.
+
+    ``save()``, ``create()`` and ``bulk_create()`` pass every concrete field
+    to ``_insert`` and ``_update``; these drop the relational-only ones when
+    the database is MongoDB. Models using this queryset set
+    ``base_manager_name = "objects"`` so that ``save()`` comes through here.
+    """
+
+    def _insert(self, objs, fields, *args: Any, using: str | None = None, **kwargs: Any):
+        if is_mongodb(using or self.db):
+            fields = [field for field in fields if field.name not in RELATIONAL_ONLY_FIELDS]
+        return super()._insert(objs, fields, *args, using=using, **kwargs)
+
+    def _update(self, values):
+        if is_mongodb(self.db):
+            values = [value for value in values if value[0].name not in RELATIONAL_ONLY_FIELDS]
+        return super()._update(values)
+
+    def update(self, **kwargs: Any) -> int:
+        if is_mongodb(self.db) and RELATIONAL_ONLY_FIELDS & kwargs.keys():
+            names = ", ".join(sorted(RELATIONAL_ONLY_FIELDS & kwargs.keys()))
+            raise ValueError(
+                f"{names} exists only on relational databases; on MongoDB, TVI's document keeps the fields "
+                "the model does not declare. Update the document with pymongo instead."
+            )
+        return super().update(**kwargs)
+
+
+class CampaignQuerySet(TviDocumentQuerySet):
+    def not_caching(self) -> CampaignQuerySet:
+        # exclude() also matches documents without the field, as TVI creates them.
+        return self.exclude(caching_in_progress=True)
+
+    def claim_start(self, campaign_id: str, now: datetime, *, not_started_since: datetime | None = None) -> bool:
+        """Set ``caching_in_progress`` if it was unset; return whether this call set it.
+
+        With ``not_started_since``, a campaign whose last run started at or
+        after that moment is not claimed either.
+        """
+        claimable = self.filter(pk=campaign_id).not_caching()
+        if not_started_since is not None:
+            claimable = claimable.filter(
+                Q(caching_started_at__isnull=True) | Q(caching_started_at__lt=not_started_since)
+            )
+        won = claimable.update(
             caching_in_progress=True,
             caching_started_at=now,
             caching_completed_at=None,
@@ -47,11 +108,57 @@ class CampaignQuerySet(models.QuerySet):
             ),
         )
 
+    def remove_cached_point(self, campaign_id: str) -> int:
+        """Count one cached point less and recompute the derived fields in the same update."""
+        new_count = Greatest(F("cached_points") - 1, Value(0))
+        return self.filter(pk=campaign_id).update(
+            cached_points=new_count,
+            cache_percentage=_percentage_of(new_count),
+            all_points_cached=False,
+        )
+
+    def reset_progress(self, campaign_id: str, total_points: int) -> int:
+        """Record that none of the campaign's ``total_points`` points is cached."""
+        return self.filter(pk=campaign_id).update(
+            total_points=total_points,
+            cached_points=0,
+            points_to_cache=0,
+            cache_percentage=0.0,
+            all_points_cached=False,
+            last_point_cached_at=None,
+        )
+
     def record_error(self, campaign_id: str, message: str, now: datetime) -> int:
         return self.filter(pk=campaign_id).update(caching_error=message[:2000], caching_error_at=now)
 
+    def claim_hold(self, campaign_id: str, now: datetime) -> bool:
+        """Set ``caching_in_progress`` for work that is not a run; return whether this call set it.
 
-class PointQuerySet(models.QuerySet):
+        Only ``caching_started_at`` changes with the flag, to ``now``, so that
+        ``runs.start_run`` does not take the flag over as stale while the
+        holder renews it.
+        """
+        won = self.filter(pk=campaign_id).not_caching().update(
+            caching_in_progress=True, caching_started_at=now
+        )
+        return won == 1
+
+    def renew_hold(self, campaign_id: str, held_since: datetime, now: datetime) -> bool:
+        """Move a held flag's ``caching_started_at`` from ``held_since`` to ``now``; return whether it was still held."""
+        renewed = self.filter(pk=campaign_id, caching_in_progress=True, caching_started_at=held_since).update(
+            caching_started_at=now
+        )
+        return renewed == 1
+
+    def release_hold(self, campaign_id: str, held_since: datetime, started_at: datetime | None) -> bool:
+        """Clear a held flag and put back the ``caching_started_at`` of the last run; return whether it was held."""
+        released = self.filter(pk=campaign_id, caching_in_progress=True, caching_started_at=held_since).update(
+            caching_in_progress=False, caching_started_at=started_at
+        )
+        return released == 1
+
+
+class PointQuerySet(TviDocumentQuerySet):
     def of_campaign(self, campaign_id: str) -> PointQuerySet:
         return self.filter(campaign_id=campaign_id)
 
@@ -74,6 +181,10 @@ class PointQuerySet(models.QuerySet):
 
     def mark_not_cached(self) -> int:
         return self.update(cached=False, cached_at=None, cached_by=None, enhance_in_cache=None)
+
+    def unmark_cached(self, point_id: str) -> bool:
+        """Move one point from cached to not cached; return whether this call moved it."""
+        return self.filter(pk=point_id, cached=True).mark_not_cached() == 1
 
 
 class CachingRunQuerySet(models.QuerySet):

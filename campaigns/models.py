@@ -57,6 +57,8 @@ class Campaign(models.Model):
 
     class Meta:
         db_table = "campaign"
+        # save() writes through the queryset that keeps relational-only fields off MongoDB.
+        base_manager_name = "objects"
         verbose_name = _("campaign")
         verbose_name_plural = _("campaigns")
         ordering = ["id"]
@@ -91,6 +93,8 @@ class Point(models.Model):
 
     class Meta:
         db_table = "points"
+        # save() writes through the queryset that keeps relational-only fields off MongoDB.
+        base_manager_name = "objects"
         verbose_name = _("point")
         verbose_name_plural = _("points")
         ordering = ["id"]

@@ -14,6 +14,8 @@ from typing import Iterator
 
 from django.conf import settings
 from django.db import connections
+from celery import Celery
+from kombu.exceptions import OperationalError
 
 from cachecampaign.celery import app
 
@@ -35,17 +37,35 @@ def database_url_of(alias: str = "default") -> str:
 def worker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["DATABASE_URL"] = database_url_of()
+    if connections["campaigns"].vendor == "mongodb":
+        # The worker must use the test database Django created, not MONGODB_NAME's.
+        env["MONGODB_NAME"] = connections["campaigns"].settings_dict["NAME"]
     env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra or {})
     return env
 
 
-def wait_for_worker(name: str, timeout: float = 30.0) -> None:
+def ping_worker(name: str, broker_url: str | None = None, timeout: float = 0.5) -> bool:
+    """Return whether the worker answers a ping, sent through ``broker_url`` or the test process's broker."""
+    if broker_url is None:
+        return bool(app.control.ping(destination=[name], timeout=timeout))
+    # A control message goes out through its app's producer pool, whatever
+    # connection is passed, so another broker needs an app of its own.
+    probe = Celery("worker-ping", broker=broker_url, set_as_current=False)
+    broker_errors = probe.connection_for_write().connection_errors
+    try:
+        return bool(probe.control.ping(destination=[name], timeout=timeout))
+    except (OSError, OperationalError, *broker_errors):
+        return False
+    finally:
+        probe.close()
+
+
+def wait_for_worker(name: str, timeout: float = 30.0, broker_url: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        replies = app.control.ping(destination=[name], timeout=0.5)
-        if replies:
+        if ping_worker(name, broker_url):
             return
         time.sleep(0.2)
     raise RuntimeError(f"Celery worker {name} did not answer a ping within {timeout} s.")
@@ -53,11 +73,19 @@ def wait_for_worker(name: str, timeout: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def running_worker(
-    *, concurrency: int = 2, extra_env: dict[str, str] | None = None, log_path: Path | None = None
+    *,
+    concurrency: int = 2,
+    extra_env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    broker_url: str | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """Run ``celery worker`` in a child process until the block ends."""
+    """Run ``celery worker`` in a child process until the block ends.
+
+    With ``broker_url`` the worker uses that broker instead of the test process's one.
+    """
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log_path = log_path or Path(settings.VAR_DIR) / f"worker-{name.split('@')[0]}.log"
+    broker_env = {"CELERY_BROKER_URL": broker_url} if broker_url else {}
     command = [
         sys.executable, "-m", "celery", "-A", "cachecampaign", "worker",
         "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",
@@ -65,11 +93,12 @@ def running_worker(
     ]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=worker_environment(extra_env), stdout=log, stderr=subprocess.STDOUT,
+            command, cwd=ROOT, env=worker_environment({**(extra_env or {}), **broker_env}), stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
-        wait_for_worker(name)
+        wait_for_worker(name, broker_url=broker_url)
         process.worker_name = name  # type: ignore[attr-defined]
         process.log_path = log_path  # type: ignore[attr-defined]
         yield process
