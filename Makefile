@@ -23,7 +23,7 @@ test: $(STAMP)
 	bash scripts/run_tests.sh
 
 messages: $(STAMP)
-	$(VENV_PYTHON) manage.py makemessages --locale pt_BR --ignore=$(VENV) --ignore=tests --ignore=benchmarks
+	$(VENV_PYTHON) manage.py makemessages --locale pt_BR --no-obsolete --ignore=$(VENV) --ignore=tests --ignore=benchmarks --ignore=scripts
 	$(VENV_PYTHON) manage.py compilemessages --ignore=$(VENV)
 
 clean:

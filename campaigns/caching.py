@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from functools import lru_cache
 
 from campaigns.models import ACTIVE_RUN_STATES, CachingRun, Point
@@ -19,6 +20,14 @@ def _plan_of_run(run_id: str) -> CachePlan:
     # A run's plan never changes after the run is recorded.
     plan = CachingRun.objects.values_list("plan", flat=True).get(pk=run_id)
     return CachePlan.from_dict(plan)
+
+
+@lru_cache(maxsize=64)
+def _refresh_before_of_run(run_id: str) -> datetime | None:
+    """Return the moment before which the run produces stored tiles again, if it has one."""
+    plan = CachingRun.objects.values_list("plan", flat=True).get(pk=run_id)
+    value = plan.get("refresh_before")
+    return datetime.fromisoformat(value) if value else None
 
 
 def point_result(status: str, point_id: str, **fields) -> dict:
@@ -58,7 +67,7 @@ def cache_point(point_id: str, run_id: str, cached_by: str = "celery-task") -> d
     plan = _plan_of_run(str(run_id))
     addresses = plan.addresses_for(point["lon"], point["lat"])
     planned = time.monotonic()
-    outcome = seed_tiles(addresses)
+    outcome = seed_tiles(addresses, refresh_before=_refresh_before_of_run(str(run_id)))
     seeded = time.monotonic()
     fields = {
         "total_tiles": outcome.total,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -52,6 +52,10 @@ class CampaignNotFound(RunError):
     code = "campaign_not_found"
 
 
+class PointNotFound(RunError):
+    code = "point_not_found"
+
+
 class RunAlreadyActive(RunError):
     code = "already_caching"
 
@@ -66,6 +70,10 @@ class InvalidCampaign(RunError):
 
 class NoActiveRun(RunError):
     code = "not_caching"
+
+
+class StartedRecently(RunError):
+    code = "started_recently"
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,14 @@ def campaign_plan(campaign: Campaign, preset_name: str | None = None) -> CachePl
         raise InvalidCampaign(_("Campaign %(id)s cannot be cached: %(reason)s") % {"id": campaign.id, "reason": error})
 
 
+def plan_record(plan: CachePlan, refresh_before: datetime | None = None) -> dict:
+    """Return the plan as a run stores it, with the moment before which stored tiles are produced again."""
+    record = plan.as_dict()
+    if refresh_before is not None:
+        record["refresh_before"] = refresh_before.isoformat()
+    return record
+
+
 def validate_batch_size(value) -> int:
     maximum = settings.CACHE_MAX_BATCH_SIZE
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
@@ -107,10 +123,18 @@ def start_run(
     batch_size: int | None = None,
     preset: str | None = None,
     started_by: str = "api",
+    not_started_since: datetime | None = None,
+    refresh_before: datetime | None = None,
+    reset_cached: bool = False,
 ) -> StartResult:
     """Start caching a campaign's not-cached points.
 
-    Raises ``CampaignNotFound``, ``InvalidCampaign`` or ``RunAlreadyActive``.
+    Raises ``CampaignNotFound``, ``InvalidCampaign`` or ``RunAlreadyActive``,
+    and ``StartedRecently`` when ``not_started_since`` is given and the
+    campaign's last run started at or after it. With ``refresh_before`` the
+    run produces again every stored tile last written before that moment.
+    With ``reset_cached`` every cached point of the campaign is marked not
+    cached once the campaign is claimed, so that the run goes over all of them.
     The dispatch task is sent after the transaction commits; a campaign with
     nothing to cache ends at once without sending any task.
     """
@@ -121,22 +145,38 @@ def start_run(
     plan = campaign_plan(campaign, preset)
 
     now = timezone.now()
-    if not Campaign.objects.claim_start(campaign_id, now) and not _take_over_stale_flag(campaign_id, now):
+    claimed = Campaign.objects.claim_start(campaign_id, now, not_started_since=not_started_since)
+    if not claimed and not _take_over_stale_flag(campaign_id, now, not_started_since):
         active = CachingRun.objects.active().of_campaign(campaign_id).first()
+        if active is None and not_started_since is not None and _started_since(campaign_id, not_started_since):
+            raise StartedRecently(
+                _("Campaign %(id)s started caching after %(time)s; not started again.")
+                % {"id": campaign_id, "time": not_started_since.isoformat()}
+            )
         raise RunAlreadyActive(_("Campaign %(id)s is already caching.") % {"id": campaign_id}, active)
 
     try:
-        return _record_run(campaign_id, plan, batch, started_by, now)
+        if reset_cached:
+            reset = Point.objects.of_campaign(campaign_id).is_cached().mark_not_cached()
+            logger.info("Campaign %s: %d cached points marked not cached to be cached again", campaign_id, reset)
+        return _record_run(campaign_id, plan, batch, started_by, now, refresh_before)
     except Exception:
         Campaign.objects.filter(pk=campaign_id).update(caching_in_progress=False)
         raise
 
 
-def _take_over_stale_flag(campaign_id: str, now) -> bool:
+def _started_since(campaign_id: str, moment: datetime) -> bool:
+    """Return whether the campaign is not caching and its last run started at or after ``moment``."""
+    return Campaign.objects.filter(pk=campaign_id, caching_in_progress=False, caching_started_at__gte=moment).exists()
+
+
+def _take_over_stale_flag(campaign_id: str, now, not_started_since: datetime | None = None) -> bool:
     if CachingRun.objects.active().of_campaign(campaign_id).exists():
         return False
     flagged_at = Campaign.objects.filter(pk=campaign_id).values_list("caching_started_at", flat=True).first()
     if flagged_at is not None and now - flagged_at < STALE_FLAG_AFTER:
+        return False
+    if flagged_at is not None and not_started_since is not None and flagged_at >= not_started_since:
         return False
     won = Campaign.objects.filter(pk=campaign_id, caching_in_progress=True, caching_started_at=flagged_at).update(
         caching_started_at=now, caching_completed_at=None, caching_error=None, caching_error_at=None
@@ -146,7 +186,9 @@ def _take_over_stale_flag(campaign_id: str, now) -> bool:
     return won == 1
 
 
-def _record_run(campaign_id: str, plan: CachePlan, batch: int, started_by: str, now) -> StartResult:
+def _record_run(
+    campaign_id: str, plan: CachePlan, batch: int, started_by: str, now, refresh_before: datetime | None = None
+) -> StartResult:
     points = Point.objects.of_campaign(campaign_id)
     total = points.count()
     already = points.is_cached().count()
@@ -171,7 +213,7 @@ def _record_run(campaign_id: str, plan: CachePlan, batch: int, started_by: str, 
             started_by=started_by,
             batch_size=batch,
             preset=plan.preset.name,
-            plan=plan.as_dict(),
+            plan=plan_record(plan, refresh_before),
             tiles_per_point=plan.tiles_per_point(),
             total_points=total,
             already_cached=already,

@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 PYTHON=.venv/bin/python
 
 bash scripts/services.sh
+# The browser test drives Debian's Chromium; install it when it is missing and
+# this script may (root). Without it that test is skipped with the reason.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "Installing Chromium for the browser test..."
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "Chromium could not be installed; the browser test will be skipped."
+fi
 if [ -d locale ]; then
     $PYTHON manage.py compilemessages --ignore=.venv >/dev/null
 fi

@@ -16,6 +16,8 @@ MAX_ZOOM = 22
 # Web mercator covers latitudes up to this value; points beyond it belong to
 # the edge row of tiles.
 MAX_LATITUDE = 85.0511287798066
+# Most rings of neighbour tiles a preset may add around a point's tile.
+MAX_BUFFER = 5
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ def build_preset(name: str, spec: dict) -> TilePlanPreset:
         raise InvalidTileRequest(f"Tile-plan preset {name!r} is malformed: {error}.") from None
     if not zooms or any(not MIN_ZOOM <= zoom <= MAX_ZOOM for zoom in zooms):
         raise InvalidTileRequest(f"Tile-plan preset {name!r} has zooms {list(zooms)}; use {MIN_ZOOM} to {MAX_ZOOM}.")
-    if not 0 <= buffer <= 5:
-        raise InvalidTileRequest(f"Tile-plan preset {name!r} has buffer {buffer}; use 0 to 5.")
+    if not 0 <= buffer <= MAX_BUFFER:
+        raise InvalidTileRequest(f"Tile-plan preset {name!r} has buffer {buffer}; use 0 to {MAX_BUFFER}.")
     if any(not 1 <= month <= 12 for month in months):
         raise InvalidTileRequest(f"Tile-plan preset {name!r} has months {list(months)}; use 1 to 12.")
     return TilePlanPreset(name, zooms, buffer, tuple(dict.fromkeys(periods)), months)

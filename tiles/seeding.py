@@ -6,12 +6,13 @@ import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from tiles.address import TileAddress
 from tiles.errors import StorageError, TileError
 from tiles.locks import tile_locks
 from tiles.sources import get_source
-from tiles.storage import tile_exists, tile_key, write_tile
+from tiles.storage import tile_exists, tile_key, tile_storage, write_tile
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,31 @@ class SeedOutcome:
         return f"{key}: {message}{more}"
 
 
-def seed_tiles(addresses: list[TileAddress]) -> SeedOutcome:
-    """Store every address that is not stored yet; never raises for one tile's failure."""
+def _is_stored(address: TileAddress, refresh_before: datetime | None) -> bool:
+    """Return whether a tile is stored, counting a tile written before ``refresh_before`` as not stored."""
+    if not tile_exists(address):
+        return False
+    if refresh_before is None:
+        return True
+    try:
+        written_at = tile_storage().get_modified_time(tile_key(address))
+    except FileNotFoundError:
+        return False
+    return written_at >= refresh_before
+
+
+def seed_tiles(addresses: list[TileAddress], *, refresh_before: datetime | None = None) -> SeedOutcome:
+    """Store every address that is not stored yet; never raises for one tile's failure.
+
+    With ``refresh_before``, a tile whose storage modification time is
+    before that moment counts as not stored, so it is produced again and
+    replaced.
+    """
     outcome = SeedOutcome(total=len(addresses))
     missing: dict[str, list[TileAddress]] = defaultdict(list)
     for address in addresses:
         try:
-            if tile_exists(address):
+            if _is_stored(address, refresh_before):
                 outcome.skipped += 1
                 continue
         except OSError as error:
@@ -72,7 +91,7 @@ def seed_tiles(addresses: list[TileAddress]) -> SeedOutcome:
             # waited for their locks.
             still_missing = []
             for address in layer_addresses:
-                if tile_exists(address):
+                if _is_stored(address, refresh_before):
                     outcome.skipped += 1
                 else:
                     still_missing.append(address)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, JsonResponse
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from campaigns import runs
+from campaigns import holds, runs, single_point
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,15 @@ class Conflict(exceptions.APIException):
 
 RUN_ERROR_STATUS = {
     runs.CampaignNotFound: status.HTTP_404_NOT_FOUND,
+    runs.PointNotFound: status.HTTP_404_NOT_FOUND,
     runs.InvalidCampaign: status.HTTP_400_BAD_REQUEST,
     runs.RunAlreadyActive: status.HTTP_409_CONFLICT,
     runs.NoActiveRun: status.HTTP_409_CONFLICT,
+    runs.StartedRecently: status.HTTP_409_CONFLICT,
+    holds.HoldLost: status.HTTP_409_CONFLICT,
+    single_point.TooManyTiles: status.HTTP_400_BAD_REQUEST,
+    # The point's tile source failed, as the tile endpoint reports a failed tile.
+    single_point.PointCacheFailed: status.HTTP_502_BAD_GATEWAY,
 }
 
 
@@ -62,6 +69,8 @@ def json_exception_handler(exc, context):
                 "task_id": exc.run.task_id,
                 "group_id": exc.run.group_id,
             }
+        if isinstance(exc, single_point.PointCacheFailed):
+            extra["data"] = exc.result.as_dict()
         return Response(error_body(str(exc), exc.code, **extra), status=RUN_ERROR_STATUS.get(type(exc), 400))
 
     response = exception_handler(exc, context)
@@ -85,6 +94,20 @@ def json_not_found(request, exception=None):
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Http404())
+
+
+def json_bad_request(request, exception=None):
+    """JSON 400 for API paths, Django's page elsewhere.
+
+    Django answers through this handler when it rejects a request before any
+    view runs, such as a body over DATA_UPLOAD_MAX_MEMORY_SIZE.
+    """
+    if request.path.startswith("/api/"):
+        message = _("Bad request: %(reason)s") % {"reason": exception} if exception else _("Bad request.")
+        return JsonResponse(error_body(message, "bad_request"), status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception or SuspiciousOperation())
 
 
 def json_server_error(request):

@@ -105,3 +105,119 @@ class ErrorResponse(serializers.Serializer):
     status = serializers.CharField()
     message = serializers.CharField()
     code = serializers.CharField()
+
+
+class RunSummary(serializers.Serializer):
+    run_id = serializers.CharField()
+    task_id = serializers.CharField()
+    group_id = serializers.CharField()
+    state = serializers.CharField()
+    batch_size = serializers.IntegerField()
+    preset = serializers.CharField()
+    tiles_per_point = serializers.IntegerField()
+    total_tiles = serializers.IntegerField()
+    finished_points = serializers.IntegerField()
+    succeeded_points = serializers.IntegerField()
+    failed_points = serializers.IntegerField()
+    tiles_stored = serializers.IntegerField()
+    tiles_skipped = serializers.IntegerField()
+    tiles_failed = serializers.IntegerField()
+
+
+class CancelCampaignResponse(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["cancelled"])
+    message = serializers.CharField()
+    data = RunSummary()
+
+
+class ClearData(serializers.Serializer):
+    campaign_id = serializers.CharField()
+    point_id = serializers.CharField(allow_null=True)
+    points_reset = serializers.IntegerField()
+    points_were_cached = serializers.IntegerField()
+    tiles_planned = serializers.IntegerField()
+    tiles_deleted = serializers.IntegerField()
+    tiles_not_stored = serializers.IntegerField()
+    tiles_kept_shared = serializers.IntegerField()
+    interrupted = serializers.BooleanField()
+
+
+class ClearResponse(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    message = serializers.CharField()
+    data = ClearData()
+
+
+class TileBytes(serializers.Serializer):
+    bytes = serializers.IntegerField()
+    source = serializers.ChoiceField(choices=["sampled", "default"])
+    sampled_tiles = serializers.IntegerField()
+
+
+class EstimateData(serializers.Serializer):
+    campaign_id = serializers.CharField()
+    layer = serializers.CharField()
+    preset = serializers.CharField()
+    years = serializers.ListField(child=serializers.IntegerField())
+    vis_params = serializers.ListField(child=serializers.CharField())
+    points_to_cache = serializers.IntegerField()
+    tiles_per_point = serializers.IntegerField()
+    total_tiles = serializers.IntegerField()
+    unique_tiles = serializers.IntegerField()
+    bytes_per_tile = serializers.DictField(child=TileBytes())
+    expected_bytes = serializers.IntegerField()
+    tiles_per_second = serializers.FloatField()
+    throughput_source = serializers.ChoiceField(choices=["recent_runs", "default"])
+    throughput_runs = serializers.IntegerField()
+    expected_seconds = serializers.FloatField()
+
+
+class EstimateResponse(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    message = serializers.CharField()
+    data = EstimateData()
+
+
+class StartPointRequest(serializers.Serializer):
+    point_id = StrictCharField(max_length=300, trim_whitespace=False)
+
+
+class PointCacheData(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["completed", "already_cached", "failed"])
+    point_id = serializers.CharField()
+    campaign_id = serializers.CharField()
+    counted = serializers.BooleanField()
+    total_tiles = serializers.IntegerField()
+    successful_tiles = serializers.IntegerField()
+    failed_tiles = serializers.IntegerField()
+    stored_tiles = serializers.IntegerField()
+    skipped_tiles = serializers.IntegerField()
+    error = serializers.CharField(allow_null=True)
+
+
+class StartPointResponse(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["completed", "already_cached"])
+    message = serializers.CharField()
+    data = PointCacheData()
+
+
+class PointStatusData(serializers.Serializer):
+    point_id = serializers.CharField()
+    campaign_id = serializers.CharField()
+    lon = serializers.FloatField()
+    lat = serializers.FloatField()
+    cached = serializers.BooleanField()
+    cached_at = serializers.DateTimeField(allow_null=True)
+    cached_by = serializers.CharField(allow_null=True)
+    enhance_in_cache = serializers.IntegerField(allow_null=True)
+    preset = serializers.CharField(allow_null=True)
+    total_tiles = serializers.IntegerField(allow_null=True)
+    stored_tiles = serializers.IntegerField(allow_null=True)
+    missing_tiles = serializers.IntegerField(allow_null=True)
+    plan_error = serializers.CharField(allow_null=True)
+
+
+class PointStatusResponse(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    message = serializers.CharField()
+    data = PointStatusData()
