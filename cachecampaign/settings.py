@@ -208,6 +208,9 @@ TILE_RENDER_ON_MISS = env_bool("TILE_RENDER_ON_MISS", True)
 # --- Caching runs ----------------------------------------------------------
 CACHE_DEFAULT_BATCH_SIZE = env_int("CACHE_DEFAULT_BATCH_SIZE", 5, minimum=1)
 CACHE_MAX_BATCH_SIZE = env_int("CACHE_MAX_BATCH_SIZE", 1000, minimum=1)
+# An active run with no finished point for this many seconds is resumed by
+# the watchdog task; it must exceed the slowest point's time.
+CACHE_STALL_SECONDS = env_int("CACHE_STALL_SECONDS", 900, minimum=60)
 # Days after which the periodic re-cache produces a campaign's stored tiles
 # again (see campaigns/recache.py); 0 turns the age check off.
 CACHE_MAX_TILE_AGE_DAYS = env_int("CACHE_MAX_TILE_AGE_DAYS", 0, minimum=0)
@@ -270,6 +273,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Seconds /api/tasks/list waits for workers to answer an inspect broadcast.
 CELERY_INSPECT_TIMEOUT = env_float("CELERY_INSPECT_TIMEOUT", 1.0, minimum=0.1)
+# Seconds /api/tasks/list waits in all before it answers 503.
+CELERY_INSPECT_DEADLINE = env_float("CELERY_INSPECT_DEADLINE", 2.5, minimum=0.5)
 
 # --- REST API --------------------------------------------------------------
 REST_FRAMEWORK = {

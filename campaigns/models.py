@@ -144,6 +144,9 @@ class CachingRun(models.Model):
     last_error = models.TextField(_("last error"), blank=True, default="")
 
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    # When a point of the run last finished; a watchdog resumes runs that
+    # stop progressing (a killed worker, a broker that lost its queues).
+    last_progress_at = models.DateTimeField(_("last progress at"), null=True, blank=True)
     ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
 
     objects = CachingRunQuerySet.as_manager()

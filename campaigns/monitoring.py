@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 
 from celery.result import AsyncResult
 from django.conf import settings
@@ -40,29 +42,34 @@ def list_tasks(timeout: float | None = None) -> dict:
     worker answers a ping within ``timeout`` seconds.
     """
     timeout = timeout or settings.CELERY_INSPECT_TIMEOUT
+    deadline = settings.CELERY_INSPECT_DEADLINE
+    outcome: queue.Queue = queue.Queue(maxsize=1)
+
+    def inspect_in_background() -> None:
+        try:
+            outcome.put(_inspect(timeout))
+        except Exception as error:  # noqa: BLE001 - handed to the caller below
+            outcome.put(error)
+
+    # A broker that accepts connections but never answers would hang kombu's
+    # calls; the request waits for a daemon thread at most ``deadline`` s.
+    threading.Thread(target=inspect_in_background, name="celery-inspect", daemon=True).start()
     try:
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
-            replies = app.control.ping(timeout=timeout, connection=connection) or []
-            workers = [name for reply in replies for name in reply]
-            if not workers:
-                raise MonitoringUnavailable(
-                    _("No Celery worker answered within %(seconds)s s; start one with: celery -A cachecampaign worker")
-                    % {"seconds": timeout}
-                )
-            inspect = app.control.inspect(
-                destination=workers, timeout=timeout, limit=len(workers), connection=connection
-            )
-            active = inspect.active() or {}
-            scheduled = inspect.scheduled() or {}
-            reserved = inspect.reserved() or {}
-    except MonitoringUnavailable:
-        raise
-    except Exception as error:  # noqa: BLE001 - kombu raises many transport-specific errors
-        logger.warning("Listing Celery tasks failed: %s", error)
+        result = outcome.get(timeout=deadline)
+    except queue.Empty:
+        logger.warning("Listing Celery tasks: the broker did not answer within %s s", deadline)
         raise MonitoringUnavailable(
-            _("The Celery broker could not be reached: %(error)s") % {"error": error}
-        ) from error
+            _("The Celery broker did not answer within %(seconds)s s; check that it is running and not overloaded.")
+            % {"seconds": deadline}
+        ) from None
+    if isinstance(result, MonitoringUnavailable):
+        raise result
+    if isinstance(result, Exception):
+        logger.warning("Listing Celery tasks failed: %s", result)
+        raise MonitoringUnavailable(
+            _("The Celery broker could not be reached: %(error)s") % {"error": result}
+        ) from result
+    workers, active, scheduled, reserved = result
 
     payload = {
         "active": [_task_entry(w, task, "ACTIVE") for w, tasks in active.items() for task in tasks],
@@ -78,6 +85,20 @@ def list_tasks(timeout: float | None = None) -> dict:
         "workers": len(workers),
     }
     return payload
+
+
+def _inspect(timeout: float) -> tuple[list[str], dict, dict, dict]:
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=timeout)
+        replies = app.control.ping(timeout=timeout, connection=connection) or []
+        workers = [name for reply in replies for name in reply]
+        if not workers:
+            raise MonitoringUnavailable(
+                _("No Celery worker answered within %(seconds)s s; start one with: celery -A cachecampaign worker")
+                % {"seconds": timeout}
+            )
+        inspect = app.control.inspect(destination=workers, timeout=timeout, limit=len(workers), connection=connection)
+        return workers, inspect.active() or {}, inspect.scheduled() or {}, inspect.reserved() or {}
 
 
 def task_status(task_id: str) -> dict:

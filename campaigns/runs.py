@@ -315,6 +315,55 @@ def send_pending(run: CachingRun, count: int) -> int:
     return sent
 
 
+def resume_run(run_id: str) -> dict:
+    """Send again the tasks of an active run that nothing is working on, and refill its window.
+
+    After a worker is killed or the broker loses its queues, a run's
+    dispatched points may have no task left anywhere, and the run would
+    wait forever. Resuming re-sends the dispatch task when the ledger is
+    not complete, re-sends every dispatched point that has not finished
+    (a point still being worked on is then done twice, which counts once),
+    and tops the window up to ``batch_size``. Raises ``NoActiveRun``.
+    """
+    from campaigns.tasks import dispatch_run, send_point_task
+
+    run = CachingRun.objects.filter(pk=run_id).first()
+    if run is None or run.state not in ACTIVE_RUN_STATES:
+        raise NoActiveRun(_("Run %(id)s is not active; start a new run instead.") % {"id": run_id})
+    CachingRun.objects.filter(pk=run.pk).update(last_progress_at=timezone.now())
+    if not run.dispatch_complete:
+        dispatch_run.apply_async(args=[str(run.pk)])
+        logger.warning("Run %s resumed: its dispatch task was sent again", run.pk)
+        return {"run_id": str(run.pk), "resent": 0, "sent": 0, "dispatch": True}
+
+    resent = 0
+    in_flight = RunPoint.objects.of_run(run.pk).filter(state=RunPointState.DISPATCHED)
+    for pk, point_id in in_flight.values_list("pk", "point_id").iterator(chunk_size=LEDGER_CHUNK):
+        task_id = str(uuid.uuid4())
+        if RunPoint.objects.filter(pk=pk, state=RunPointState.DISPATCHED).update(task_id=task_id):
+            send_point_task(point_id, str(run.pk), task_id)
+            resent += 1
+    sent = send_pending(run, max(run.batch_size - resent, 0))
+    logger.warning("Run %s of campaign %s resumed: %d point tasks sent again, %d new", run.pk, run.campaign_id,
+                   resent, sent)
+    run.refresh_from_db()
+    if run.dispatch_complete and run.finished_points >= run.points_to_cache:
+        close_run(run.pk)
+    return {"run_id": str(run.pk), "resent": resent, "sent": sent, "dispatch": False}
+
+
+def stalled_runs(stalled_for: timedelta):
+    """Return the active runs with no finished point for at least ``stalled_for``."""
+    from django.db.models.functions import Coalesce
+
+    limit = timezone.now() - stalled_for
+    return (
+        CachingRun.objects.active()
+        .annotate(progress_at=Coalesce("last_progress_at", "created_at"))
+        .filter(progress_at__lt=limit)
+    )
+
+
 def point_finished(run_id: str, point_id: str, result: dict) -> None:
     """Record one point's outcome once, keep the window full and close the run after its last point."""
     succeeded = result.get("status") in ("completed", "already_cached")
@@ -333,6 +382,7 @@ def point_finished(run_id: str, point_id: str, result: dict) -> None:
         return
 
     counters = {
+        "last_progress_at": now,
         "finished_points": F("finished_points") + 1,
         "tiles_stored": F("tiles_stored") + int(result.get("stored_tiles", 0)),
         "tiles_skipped": F("tiles_skipped") + int(result.get("skipped_tiles", 0)),

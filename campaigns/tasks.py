@@ -57,3 +57,20 @@ def send_point_task(point_id: str, run_id: str, task_id: str) -> None:
 def recache_due_campaigns() -> dict:
     """Periodic task: start runs for campaigns with not-cached points or stale tiles."""
     return recache.recache_due_campaigns()
+
+
+@shared_task(name="campaigns.resume_stalled_runs", ignore_result=True)
+def resume_stalled_runs() -> int:
+    """Resume every active run with no finished point for ``CACHE_STALL_SECONDS``; return how many."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    resumed = 0
+    for run in runs.stalled_runs(timedelta(seconds=settings.CACHE_STALL_SECONDS)):
+        try:
+            runs.resume_run(str(run.pk))
+            resumed += 1
+        except runs.NoActiveRun:
+            continue
+    return resumed

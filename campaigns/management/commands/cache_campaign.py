@@ -38,6 +38,14 @@ class Command(BaseCommand):
             "--preset", help=gettext_lazy("Tile-plan preset to cache with; by default the campaign's own preset.")
         )
         parser.add_argument(
+            "--resume",
+            action="store_true",
+            help=gettext_lazy(
+                "Resume the campaign's active run instead of starting one: send again the point tasks a killed "
+                "worker or a restarted broker lost."
+            ),
+        )
+        parser.add_argument(
             "--wait", action="store_true", help=gettext_lazy("Follow the run until it ends, with a progress bar.")
         )
         parser.add_argument(
@@ -64,6 +72,9 @@ class Command(BaseCommand):
                 _("Invalid --poll-interval %(value)s; use more than 0 seconds.") % {"value": options["poll_interval"]}
             )
         existing_campaign(campaign_id)
+        if options["resume"]:
+            self.resume(campaign_id, options)
+            return
 
         try:
             result = runs.start_run(campaign_id, batch_size=batch_size, preset=preset, started_by=STARTED_BY)
@@ -100,6 +111,24 @@ class Command(BaseCommand):
                 "batch": run.batch_size,
                 "preset": run.preset,
             }
+        )
+        if options["wait"]:
+            self.follow(run, options["timeout"], options["poll_interval"])
+
+    def resume(self, campaign_id: str, options: dict) -> None:
+        run = CachingRun.objects.active().of_campaign(campaign_id).first()
+        if run is None:
+            raise CommandError(
+                _("Campaign %(id)s has no active run to resume; start one with cache_campaign %(id)s.")
+                % {"id": campaign_id}
+            )
+        try:
+            outcome = runs.resume_run(str(run.pk))
+        except runs.RunError as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(
+            _("Run %(run)s of campaign %(id)s resumed: %(resent)d point tasks sent again, %(sent)d new.")
+            % {"run": run.pk, "id": campaign_id, "resent": outcome["resent"], "sent": outcome["sent"]}
         )
         if options["wait"]:
             self.follow(run, options["timeout"], options["poll_interval"])
