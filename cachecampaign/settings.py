@@ -237,7 +237,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         # Seconds between scans of the queue folder; a short interval keeps a
         # worker's pickup and inspect replies quick.
-        "polling_interval": 0.1,
+        "polling_interval": 0.01,
     }
     for _folder in ("queue", "control", "processed"):
         (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
