@@ -22,6 +22,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/run_tests.sh
 
+# Runs every benchmarks/bench_*.py in name order; each prints its tables and
+# appends a record to BENCHMARKS.md.
+bench: $(STAMP)
+	@set -e; for script in benchmarks/bench_*.py; do \
+		echo "== $$script"; \
+		$(VENV_PYTHON) $$script; \
+	done
+
 messages: $(STAMP)
 	$(VENV_PYTHON) manage.py makemessages --locale pt_BR --no-obsolete --ignore=$(VENV) --ignore=tests --ignore=benchmarks --ignore=scripts
 	$(VENV_PYTHON) manage.py compilemessages --ignore=$(VENV)

@@ -10,5 +10,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="openapi-docs"),
 ]
 
+handler400 = "campaigns.api.errors.json_bad_request"
 handler404 = "campaigns.api.errors.json_not_found"
 handler500 = "campaigns.api.errors.json_server_error"

@@ -11,6 +11,7 @@ last point has finished.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +37,10 @@ from tiles.plan import CachePlan, build_plan
 logger = logging.getLogger(__name__)
 
 LEDGER_CHUNK = 2000
+# A start that loses the race reports the winner's run; the winner records it
+# within milliseconds of its claim, so a loser looks for it up to 1 s.
+ACTIVE_RUN_LOOKUPS = 20
+ACTIVE_RUN_LOOKUP_INTERVAL = 0.05
 # A campaign flagged as caching with no active run in this service for this
 # long is taken over by a new start: the flag was left by a crashed process or
 # by another system.
@@ -147,7 +152,7 @@ def start_run(
     now = timezone.now()
     claimed = Campaign.objects.claim_start(campaign_id, now, not_started_since=not_started_since)
     if not claimed and not _take_over_stale_flag(campaign_id, now, not_started_since):
-        active = CachingRun.objects.active().of_campaign(campaign_id).first()
+        active = _active_run_of(campaign_id)
         if active is None and not_started_since is not None and _started_since(campaign_id, not_started_since):
             raise StartedRecently(
                 _("Campaign %(id)s started caching after %(time)s; not started again.")
@@ -163,6 +168,18 @@ def start_run(
     except Exception:
         Campaign.objects.filter(pk=campaign_id).update(caching_in_progress=False)
         raise
+
+
+def _active_run_of(campaign_id: str) -> CachingRun | None:
+    """Return the campaign's active run, waiting briefly for a start that has claimed it but not recorded it yet."""
+    for _attempt in range(ACTIVE_RUN_LOOKUPS):
+        active = CachingRun.objects.active().of_campaign(campaign_id).first()
+        if active is not None:
+            return active
+        if not Campaign.objects.filter(pk=campaign_id, caching_in_progress=True).exists():
+            return None
+        time.sleep(ACTIVE_RUN_LOOKUP_INTERVAL)
+    return None
 
 
 def _started_since(campaign_id: str, moment: datetime) -> bool:
@@ -252,9 +269,14 @@ def dispatch(run_id: str) -> dict:
     if not run.dispatch_complete:
         ledger_size = _fill_ledger(run)
         Campaign.objects.filter(pk=run.campaign_id).update(points_to_cache=ledger_size)
-        CachingRun.objects.filter(pk=run.pk).update(
+        # Conditional on the run still being active: a cancel that arrived while
+        # the ledger filled must not be undone.
+        still_active = CachingRun.objects.filter(pk=run.pk, state__in=ACTIVE_RUN_STATES).update(
             points_to_cache=ledger_size, dispatch_complete=True, state=RunState.RUNNING
         )
+        if not still_active:
+            logger.info("Run %s was cancelled while its ledger filled; nothing dispatched", run.pk)
+            return {"run_id": str(run.pk), "dispatched": 0}
         run.refresh_from_db()
         if ledger_size == 0:
             close_run(run.pk)

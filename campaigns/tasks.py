@@ -40,6 +40,16 @@ def record_point_result(result: dict, run_id: str) -> None:
 @shared_task(name="campaigns.record_point_error", ignore_result=True)
 def record_point_error(request, exc, traceback, run_id: str, point_id: str) -> None:
     """Error callback of a point task that raised: count the point as failed with the reason."""
+    from campaigns.models import Point
+
+    # The task may have cached the point and failed afterwards, for example
+    # while sending this very callback during a broker outage: a cached point
+    # counts as done, not as failed.
+    if Point.objects.filter(pk=point_id, cached=True).exists():
+        logger.warning("Point %s of run %s raised %s after it was cached: %s", point_id, run_id,
+                       type(exc).__name__, exc)
+        runs.point_finished(run_id, point_id, {"status": "already_cached", "point_id": point_id})
+        return
     logger.error("Point %s of run %s raised %s: %s", point_id, run_id, type(exc).__name__, exc)
     runs.point_finished(run_id, point_id, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
 

@@ -47,7 +47,7 @@ def worker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def ping_worker(name: str, broker_url: str | None = None, timeout: float = 0.5) -> bool:
-    """Return whether the worker answers a ping, sent through ``broker_url`` or the test process's broker."""
+    """Return whether the worker replies to a ping sent through ``broker_url`` or the test process's broker."""
     if broker_url is None:
         return bool(app.control.ping(destination=[name], timeout=timeout))
     # A control message goes out through its app's producer pool, whatever
@@ -62,11 +62,14 @@ def ping_worker(name: str, broker_url: str | None = None, timeout: float = 0.5) 
         probe.close()
 
 
-def wait_for_worker(name: str, timeout: float = 30.0, broker_url: str | None = None) -> None:
+def wait_for_worker(name: str, timeout: float = 30.0, broker_url: str | None = None,
+                    process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ping_worker(name, broker_url):
             return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"Celery worker {name} exited with code {process.returncode} before answering a ping.")
         time.sleep(0.2)
     raise RuntimeError(f"Celery worker {name} did not answer a ping within {timeout} s.")
 
@@ -98,7 +101,7 @@ def running_worker(
             start_new_session=True,
         )
     try:
-        wait_for_worker(name, broker_url=broker_url)
+        wait_for_worker(name, broker_url=broker_url, process=process)
         process.worker_name = name  # type: ignore[attr-defined]
         process.log_path = log_path  # type: ignore[attr-defined]
         yield process

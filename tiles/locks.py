@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,12 +30,27 @@ logger = logging.getLogger(__name__)
 # file only wait for each other, so the number bounds open files, not safety.
 LOCAL_LOCK_BUCKETS = 4096
 LOCK_WAIT_SECONDS = 120.0
-# A Redis lock expires after this long, so a crashed holder cannot block a tile forever.
-REDIS_LOCK_TTL_MS = 120_000
+# A Redis lock expires this long after its holder last renewed it, so the
+# locks of a killed worker free their tiles within seconds. A live holder
+# renews its locks every REDIS_LOCK_RENEW_SECONDS for as long as it holds
+# them, however long producing the tiles takes.
+REDIS_LOCK_TTL_MS = 15_000
+REDIS_LOCK_RENEW_SECONDS = 5.0
 
 _RELEASE_SCRIPT = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
+"""
+# Extends every lock of KEYS that still holds the token ARGV[1] to ARGV[2] ms.
+_RENEW_SCRIPT = """
+local renewed = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then
+    redis.call('pexpire', key, ARGV[2])
+    renewed = renewed + 1
+  end
+end
+return renewed
 """
 
 
@@ -98,17 +114,62 @@ def _redis_client(url: str):
     return client
 
 
+def _set_lock(client, name: str, token: str) -> bool:
+    """Take one lock if it is free; raise a transient ``SourceError`` when the Redis command fails.
+
+    The error fails the tiles being locked, as any tile error does, instead
+    of escaping from ``seed_tiles`` and failing the whole task or request.
+    """
+    import redis
+
+    try:
+        return bool(client.set(name, token, nx=True, px=REDIS_LOCK_TTL_MS))
+    except redis.RedisError as error:
+        raise SourceError(f"Taking tile lock {name} in Redis failed: {error}; try again once Redis is reachable.",
+                          transient=True) from error
+
+
+class _LockRenewer(threading.Thread):
+    """Renews the Redis locks one holder has taken so far, until stopped."""
+
+    def __init__(self, client, token: str, held: list[str]):
+        super().__init__(name="tile-lock-renewer", daemon=True)
+        self.client = client
+        self.token = token
+        self.held = held
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        import redis
+
+        while not self.stopped.wait(REDIS_LOCK_RENEW_SECONDS):
+            names = list(self.held)
+            if not names:
+                continue
+            try:
+                self.client.eval(_RENEW_SCRIPT, len(names), *names, self.token, REDIS_LOCK_TTL_MS)
+            except redis.RedisError as error:
+                logger.warning("Renewing %d tile locks failed: %s; they expire within %d ms unless a later "
+                               "renewal succeeds", len(names), error, REDIS_LOCK_TTL_MS)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=REDIS_LOCK_RENEW_SECONDS)
+
+
 @contextlib.contextmanager
 def _redis_locks(url: str, keys: list[str]) -> Iterator[None]:
     client = _redis_client(url)
     token = uuid.uuid4().hex
     names = [f"cachecampaign:tile-lock:{key}" for key in keys]
     held: list[str] = []
+    renewer = _LockRenewer(client, token, held)
+    renewer.start()
     try:
         for name in names:
             deadline = time.monotonic() + LOCK_WAIT_SECONDS
             delay = 0.01
-            while not client.set(name, token, nx=True, px=REDIS_LOCK_TTL_MS):
+            while not _set_lock(client, name, token):
                 if time.monotonic() > deadline:
                     raise SourceError(
                         f"Waited {LOCK_WAIT_SECONDS:.0f} s for another worker to produce tile {name}; try again.",
@@ -119,6 +180,7 @@ def _redis_locks(url: str, keys: list[str]) -> Iterator[None]:
             held.append(name)
         yield
     finally:
+        renewer.stop()
         for name in held:
             try:
                 client.eval(_RELEASE_SCRIPT, 1, name, token)

@@ -99,8 +99,8 @@ def json_not_found(request, exception=None):
 def json_bad_request(request, exception=None):
     """JSON 400 for API paths, Django's page elsewhere.
 
-    Django answers through this handler when it rejects a request before any
-    view runs, such as a body over DATA_UPLOAD_MAX_MEMORY_SIZE.
+    Django calls this handler when it rejects a request before any view
+    runs, such as a body over DATA_UPLOAD_MAX_MEMORY_SIZE.
     """
     if request.path.startswith("/api/"):
         message = _("Bad request: %(reason)s") % {"reason": exception} if exception else _("Bad request.")

@@ -51,7 +51,7 @@ class StartCampaignData(serializers.Serializer):
 
 
 class StartCampaignResponse(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["scheduled", "completed"])
+    status = serializers.CharField(help_text="one of: " + ", ".join(["scheduled", "completed"]))
     message = serializers.CharField()
     data = StartCampaignData()
 
@@ -125,7 +125,7 @@ class RunSummary(serializers.Serializer):
 
 
 class CancelCampaignResponse(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["cancelled"])
+    status = serializers.CharField(help_text="one of: " + ", ".join(["cancelled"]))
     message = serializers.CharField()
     data = RunSummary()
 
@@ -143,7 +143,7 @@ class ClearData(serializers.Serializer):
 
 
 class ClearResponse(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["success"])
+    status = serializers.CharField(help_text="one of: " + ", ".join(["success"]))
     message = serializers.CharField()
     data = ClearData()
 
@@ -173,7 +173,7 @@ class EstimateData(serializers.Serializer):
 
 
 class EstimateResponse(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["success"])
+    status = serializers.CharField(help_text="one of: " + ", ".join(["success"]))
     message = serializers.CharField()
     data = EstimateData()
 
@@ -183,7 +183,7 @@ class StartPointRequest(serializers.Serializer):
 
 
 class PointCacheData(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["completed", "already_cached", "failed"])
+    status = serializers.CharField(help_text="one of: " + ", ".join(["completed", "already_cached", "failed"]))
     point_id = serializers.CharField()
     campaign_id = serializers.CharField()
     counted = serializers.BooleanField()
@@ -196,7 +196,7 @@ class PointCacheData(serializers.Serializer):
 
 
 class StartPointResponse(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["completed", "already_cached"])
+    status = serializers.CharField(help_text="one of: " + ", ".join(["completed", "already_cached"]))
     message = serializers.CharField()
     data = PointCacheData()
 
@@ -218,6 +218,6 @@ class PointStatusData(serializers.Serializer):
 
 
 class PointStatusResponse(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["success"])
+    status = serializers.CharField(help_text="one of: " + ", ".join(["success"]))
     message = serializers.CharField()
     data = PointStatusData()

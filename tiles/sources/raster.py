@@ -168,11 +168,19 @@ def render_image(image: ImageData, positions: tuple[int, ...], entry: CatalogEnt
     """Stretch the bands at ``positions`` of a read image and encode them as a PNG tile.
 
     A pixel is transparent when any of the three bands is masked, because it
-    is nodata or outside the file.
+    is nodata or outside the file. Bands of uint8 or uint16 digital numbers
+    are stretched through a lookup table and other bands value by value.
+    Both ways give the same bytes for the same values.
     """
-    selected = image.array[list(positions)]
-    values = selected.data.astype(np.float32) * np.float32(entry.scale) + np.float32(entry.offset)
-    valid = ~np.ma.getmaskarray(selected).any(axis=0)
+    bands = list(positions)
+    valid = ~np.ma.getmaskarray(image.array)[bands].any(axis=0)
+    if not valid.any():
+        return render.EMPTY_TILE
+    numbers = image.array.data[bands]
+    if numbers.dtype in (np.uint8, np.uint16):
+        table = render.stretch_table(vis, entry.scale, entry.offset, np.iinfo(numbers.dtype).max + 1)
+        return render.encode_tile(render.render_rgba_from_table(numbers, valid, table))
+    values = numbers.astype(np.float32) * np.float32(entry.scale) + np.float32(entry.offset)
     return render.encode_tile(render.render_rgba(values, valid, vis))
 
 
