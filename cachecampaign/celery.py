@@ -3,6 +3,10 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
+
+# The embedded broker writes message files atomically (see filesystem_broker).
+TRANSPORT_ALIASES["filesystem"] = "cachecampaign.filesystem_broker:Transport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cachecampaign.settings")
 

@@ -275,6 +275,9 @@ def dispatch(run_id: str) -> dict:
             points_to_cache=ledger_size, dispatch_complete=True, state=RunState.RUNNING
         )
         if not still_active:
+            RunPoint.objects.of_run(run.pk).filter(state=RunPointState.PENDING).update(
+                state=RunPointState.CANCELLED, finished_at=timezone.now()
+            )
             logger.info("Run %s was cancelled while its ledger filled; nothing dispatched", run.pk)
             return {"run_id": str(run.pk), "dispatched": 0}
         run.refresh_from_db()

@@ -9,6 +9,7 @@ from typing import Callable
 
 import pytest
 from django.conf import settings
+from django.utils import translation
 from django.db import connections
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
@@ -37,8 +38,42 @@ def _fresh_tile_state(settings, tmp_path):
     for name in ("fail-keys.txt", "delay.txt", PRODUCED_LOG.name):
         (VAR_DIR / name).unlink(missing_ok=True)
     reset_sources()
+    # A request with Accept-Language or a test that activates pt-br leaves that
+    # language active in the thread; every test starts in the settings' language.
+    translation.activate(settings.LANGUAGE_CODE)
     yield
+    translation.deactivate()
     reset_sources()
+    _stop_leftover_runs()
+
+
+def _stop_leftover_runs() -> None:
+    """Cancel runs a test left active, and let the workers finish their tasks.
+
+    A worker outlives the test that started a run; without this, tasks of
+    that run would produce tiles while the next test counts its own.
+    """
+    from campaigns import runs
+
+    try:
+        campaign_ids = list(CachingRun.objects.active().values_list("campaign_id", flat=True))
+    except RuntimeError:
+        return  # the test had no database access
+    if not campaign_ids:
+        return
+    for campaign_id in campaign_ids:
+        try:
+            runs.cancel_run(campaign_id)
+        except runs.RunError:
+            pass
+    from cachecampaign.celery import app
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        replies = app.control.inspect(timeout=0.5).active() or {}
+        if not any(replies.values()):
+            break
+        time.sleep(0.2)
 
 
 @pytest.fixture

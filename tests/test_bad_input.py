@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
 
 from campaigns.models import CachingRun, Campaign, Point
@@ -409,3 +410,15 @@ def test_valid_tile_still_served():
 
     assert response.status_code == 200
     assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize("path", ["/admin/campaigns/campaign/te%00ste/change/",
+                                  "/admin/campaigns/campaign/te%00ste/progress/",
+                                  "/admin/campaigns/point/1%00/change/"])
+def test_admin_nul_in_object_id(admin_client, make_campaign, path):
+    make_campaign("teste", points=1)
+    admin_client.raise_request_exception = False
+
+    response = admin_client.get(path)
+
+    assert response.status_code in (302, 404)

@@ -1,7 +1,8 @@
 """The embedded filesystem broker must survive a message file that is empty or cut short.
 
-kombu's filesystem transport (kombu 5.7) creates a message file, then locks
-and writes it. A consumer lists the queue folder and reads files without
+kombu's own filesystem transport (kombu 5.7) creates a message file, then
+locks and writes it; cachecampaign registers a transport that renames whole
+files into place and skips undecodable ones. A consumer lists the queue folder and reads files without
 the lock. A consumer that reads a file between its creation and its write,
 or a file left by a sender killed in that gap, gets an empty or partial
 body, so ``json.loads`` raises and the worker stops with "Unrecoverable
@@ -51,11 +52,6 @@ def message_file():
         path.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kombu's filesystem transport raises JSONDecodeError on an empty or partial message file and the "
-           "worker stops with an unrecoverable error",
-)
 @pytest.mark.parametrize("content", [b"", b'{"body": "eyJ'], ids=["empty", "partial"])
 def test_worker_survives_unreadable_message(make_campaign, message_file, content):
     make_campaign("mensagem_ruim", points=3, spacing=0.5)

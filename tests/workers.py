@@ -14,8 +14,9 @@ from typing import Iterator
 
 from django.conf import settings
 from django.db import connections
-from celery import Celery
+from kombu import Connection
 from kombu.exceptions import OperationalError
+from kombu.pidbox import Mailbox
 
 from cachecampaign.celery import app
 
@@ -50,16 +51,17 @@ def ping_worker(name: str, broker_url: str | None = None, timeout: float = 0.5) 
     """Return whether the worker replies to a ping sent through ``broker_url`` or the test process's broker."""
     if broker_url is None:
         return bool(app.control.ping(destination=[name], timeout=timeout))
-    # A control message goes out through its app's producer pool, whatever
-    # connection is passed, so another broker needs an app of its own.
-    probe = Celery("worker-ping", broker=broker_url, set_as_current=False)
-    broker_errors = probe.connection_for_write().connection_errors
+    # Celery sends control messages through its app's producer pool, whatever connection is
+    # passed, and an app's broker_url prefers the CELERY_BROKER_URL variable over its own
+    # setting (celery.app.utils.Settings, Celery 5.7). A kombu mailbox on its own connection
+    # sends the ping through ``broker_url`` alone.
     try:
-        return bool(probe.control.ping(destination=[name], timeout=timeout))
-    except (OSError, OperationalError, *broker_errors):
+        with Connection(broker_url, connect_timeout=timeout) as connection:
+            mailbox = Mailbox("celery", type="fanout", accept=["json"], serializer="json")
+            replies = mailbox(connection)._broadcast("ping", {}, destination=[name], reply=True, timeout=timeout)
+            return bool(replies)
+    except (OSError, OperationalError, *Connection(broker_url).connection_errors):
         return False
-    finally:
-        probe.close()
 
 
 def wait_for_worker(name: str, timeout: float = 30.0, broker_url: str | None = None,
