@@ -31,7 +31,7 @@ bench: $(STAMP)
 	done
 
 messages: $(STAMP)
-	$(VENV_PYTHON) manage.py makemessages --locale pt_BR --no-obsolete --ignore=$(VENV) --ignore=tests --ignore=benchmarks --ignore=scripts
+	$(VENV_PYTHON) manage.py makemessages --locale pt_BR --no-obsolete --ignore=$(VENV) --ignore=tests --ignore=benchmarks --ignore=scripts/sample_data.py --ignore="scripts/*.sh"
 	$(VENV_PYTHON) manage.py compilemessages --ignore=$(VENV)
 
 clean:
