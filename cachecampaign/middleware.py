@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 
 
 class RejectNulBytesMiddleware:
-    """Answer 404 to a path containing a NUL byte.
+    """Return 404 for a path containing a NUL byte.
 
     No id or key of this service contains one, and PostgreSQL rejects NUL in
     text parameters with an error that views would turn into a 500.

@@ -272,9 +272,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Seconds /api/tasks/list waits for workers to answer an inspect broadcast.
+# Seconds /api/tasks/list waits for workers to respond to an inspect broadcast.
 CELERY_INSPECT_TIMEOUT = env_float("CELERY_INSPECT_TIMEOUT", 1.0, minimum=0.1)
-# Seconds /api/tasks/list waits in all before it answers 503.
+# Seconds /api/tasks/list waits in all before it returns 503.
 CELERY_INSPECT_DEADLINE = env_float("CELERY_INSPECT_DEADLINE", 2.5, minimum=0.5)
 
 # --- REST API --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What the Celery workers are doing, and what became of one task."""
+"""Inspection of the Celery workers' tasks, and the state of one task."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 class MonitoringUnavailable(Exception):
-    """The broker or every worker failed to answer."""
+    """The broker or every worker failed to respond."""
 
 
 class UnknownTask(Exception):
@@ -39,7 +39,7 @@ def list_tasks(timeout: float | None = None) -> dict:
     """Return the active, scheduled and reserved tasks of every worker that answers.
 
     Raises ``MonitoringUnavailable`` when the broker cannot be reached or no
-    worker answers a ping within ``timeout`` seconds.
+    worker responds to a ping within ``timeout`` seconds.
     """
     timeout = timeout or settings.CELERY_INSPECT_TIMEOUT
     deadline = settings.CELERY_INSPECT_DEADLINE
@@ -51,13 +51,13 @@ def list_tasks(timeout: float | None = None) -> dict:
         except Exception as error:  # noqa: BLE001 - handed to the caller below
             outcome.put(error)
 
-    # A broker that accepts connections but never answers would hang kombu's
-    # calls; the request waits for a daemon thread at most ``deadline`` s.
+    # A broker that accepts connections but never responds would hang kombu's
+    # calls, so the request waits for a daemon thread at most ``deadline`` s.
     threading.Thread(target=inspect_in_background, name="celery-inspect", daemon=True).start()
     try:
         result = outcome.get(timeout=deadline)
     except queue.Empty:
-        logger.warning("Listing Celery tasks: the broker did not answer within %s s", deadline)
+        logger.warning("Listing Celery tasks timed out: the broker did not respond within %s s", deadline)
         raise MonitoringUnavailable(
             _("The Celery broker did not answer within %(seconds)s s; check that it is running and not overloaded.")
             % {"seconds": deadline}
@@ -102,7 +102,10 @@ def _inspect(timeout: float) -> tuple[list[str], dict, dict, dict]:
 
 
 def task_status(task_id: str) -> dict:
-    """Return the state of a task the result backend or a run of this service knows; raise ``UnknownTask`` otherwise."""
+    """Return the state of a task that the result backend or a run of this service has recorded.
+
+    Raises ``UnknownTask`` for any other id.
+    """
     known = (
         TaskResult.objects.filter(task_id=task_id).exists()
         or RunPoint.objects.filter(task_id=task_id).exists()

@@ -37,8 +37,8 @@ from tiles.plan import CachePlan, build_plan
 logger = logging.getLogger(__name__)
 
 LEDGER_CHUNK = 2000
-# A start that loses the race reports the winner's run; the winner records it
-# within milliseconds of its claim, so a loser looks for it up to 1 s.
+# A start that loses the race reports the winner's run. The winner records it
+# within milliseconds of its claim, so a loser looks for it for up to 1 s.
 ACTIVE_RUN_LOOKUPS = 20
 ACTIVE_RUN_LOOKUP_INTERVAL = 0.05
 # A campaign flagged as caching with no active run in this service for this
