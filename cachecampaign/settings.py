@@ -77,8 +77,8 @@ TEMPLATES = [
 ]
 
 # --- Databases -------------------------------------------------------------
-# ``default`` holds Django's own tables, Celery results and beat schedules.
-# ``campaigns`` holds the domain collections ``campaign`` and ``points``; it
+# ``default`` contains Django's own tables, Celery results and beat schedules.
+# ``campaigns`` contains the domain collections ``campaign`` and ``points``; it
 # is the same database as ``default`` unless MONGODB_URI points it at TVI's
 # MongoDB database.
 

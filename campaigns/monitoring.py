@@ -36,7 +36,7 @@ def _task_entry(worker: str, request: dict, state: str) -> dict:
 
 
 def list_tasks(timeout: float | None = None) -> dict:
-    """Return the active, scheduled and reserved tasks of every worker that answers.
+    """Return the active, scheduled and reserved tasks of every worker that responds.
 
     Raises ``MonitoringUnavailable`` when the broker cannot be reached or no
     worker responds to a ping within ``timeout`` seconds.

@@ -92,7 +92,7 @@ def wait_for_http(url: str, timeout: float = 60.0) -> None:
             return
         except requests.ConnectionError:
             time.sleep(0.3)
-    raise SystemExit(_("The web server did not answer at %(url)s within %(seconds)d s.") % {"url": url, "seconds": timeout})
+    raise SystemExit(_("The web server did not respond at %(url)s within %(seconds)d s.") % {"url": url, "seconds": timeout})
 
 
 def follow_run(base_url: str, headers: dict) -> dict:

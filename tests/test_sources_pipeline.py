@@ -41,7 +41,7 @@ def tile_server():
 
 def test_tvi_campaign_from_xyz_upstream_is_served_as_hits(tile_server, make_campaign):
     cap = 3
-    # Every tenth tile path answers 503 once and every seventh 429 once, so
+    # Every tenth tile path returns 503 once and every seventh 429 once, so
     # retries happen in the middle of the run.
     tile_server.configure(rules=[
         Rule(status=503, path=r"/(\d*0)\.png$", first=1),

@@ -26,8 +26,8 @@ from tiles.errors import SourceError
 
 logger = logging.getLogger(__name__)
 
-# Local locks hash keys into this many lock files; two tiles that share a
-# file only wait for each other, so the number bounds open files, not safety.
+# Local locks hash keys into this many lock files. Two tiles that share a file
+# only wait for each other, so the number bounds open files, not safety.
 LOCAL_LOCK_BUCKETS = 4096
 LOCK_WAIT_SECONDS = 120.0
 # A Redis lock expires this long after its holder last renewed it, so the
