@@ -268,6 +268,66 @@ def test_connection_refused_is_transient(local_limits):
     assert "after 2 attempts" in str(caught.value)
 
 
+class RedirectingServer:
+    """A server on 127.0.0.1 whose /moved/... paths redirect to ``target`` and /loop/... paths to themselves."""
+
+    def __init__(self, target: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server calls
+                owner.requests += 1
+                location = target if self.path.startswith("/moved/") else self.path
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_redirect_followed_to_tile(server, local_limits):
+    with RedirectingServer(server.url + ADDRESS_PATH) as redirecting:
+        source = XYZSource("landsat", {"url": redirecting.url + "/moved/{z}/{x}/{y}.png", "max_in_flight": 0})
+
+        data = source.fetch(ADDRESS)
+
+    assert data == tile_image(13, 2940, 4705)
+    assert redirecting.requests == 1
+    assert server.requests_of(ADDRESS_PATH) == 1
+
+
+def test_redirect_loop_is_permanent(local_limits):
+    with RedirectingServer("") as redirecting:
+        source = XYZSource("landsat", {"url": redirecting.url + "/loop/{z}/{x}/{y}.png", "retries": 3,
+                                       "backoff": 0.01, "max_in_flight": 0})
+
+        with pytest.raises(SourceError) as caught:
+            source.fetch(ADDRESS)
+
+    assert caught.value.transient is False
+    assert "too many redirects" in str(caught.value)
+    # One request plus five redirects, and no retry of a permanent failure.
+    assert redirecting.requests == 6
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [

@@ -28,7 +28,6 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-import requests
 import urllib3
 from django.core.exceptions import ImproperlyConfigured
 from PIL import Image, UnidentifiedImageError
@@ -70,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
 # The connect timeout is the read timeout, but no more than this many seconds,
 # unless "connect_timeout" sets it.
 MAX_DEFAULT_CONNECT_TIMEOUT = 5.0
-USER_AGENT = "cachecampaign tile seeder (python-requests)"
+USER_AGENT = f"cachecampaign tile seeder (urllib3/{urllib3.__version__})"
 
 
 @dataclass(frozen=True)
@@ -173,9 +172,7 @@ class XYZSource(TileSource):
             except Exception as error:  # noqa: BLE001 - returned to the caller, which counts and records it
                 return error
 
-        workers = min(self.options.fetch_threads, len(addresses))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"xyz-{self.layer}") as pool:
-            return dict(zip(addresses, pool.map(fetch_one, addresses), strict=True))
+        return dict(zip(addresses, fetch_pool(self.options.fetch_threads).map(fetch_one, addresses), strict=True))
 
     def tile_url(self, address: TileAddress) -> str:
         values = {
@@ -195,25 +192,32 @@ class XYZSource(TileSource):
         options = self.options
         deadline = time.monotonic() + options.total_timeout
         try:
-            with http_session().get(
+            response = http_pool().request(
+                "GET",
                 url,
-                headers=options.headers,
-                timeout=(options.connect_timeout, options.read_timeout),
-                stream=True,
-                allow_redirects=True,
-            ) as response:
-                status = response.status_code
-                if status == 200:
-                    body = _read_body(response, deadline, options.total_timeout)
-                    if isinstance(body, _Failure):
-                        return body
-                    return _png_from_body(body, response.headers.get("Content-Type", ""))
-                _drain(response)
-                if status in EMPTY_STATUSES:
-                    return EMPTY_TILE
-                return _status_failure(status, response.headers.get("Retry-After"))
-        except requests.RequestException as error:
+                headers=options.headers or None,
+                timeout=urllib3.Timeout(connect=options.connect_timeout, read=options.read_timeout),
+                retries=REDIRECTS_ONLY,
+                preload_content=False,
+            )
+        except urllib3.exceptions.HTTPError as error:
             return _request_failure(error, options)
+        try:
+            status = response.status
+            if status == 200:
+                body = _read_body(response, deadline, options.total_timeout)
+                if isinstance(body, _Failure):
+                    return body
+                return _png_from_body(body, response.headers.get("Content-Type", ""))
+            _drain(response)
+            if status in EMPTY_STATUSES:
+                return EMPTY_TILE
+            return _status_failure(status, response.headers.get("Retry-After"))
+        except urllib3.exceptions.HTTPError as error:
+            response.drain_conn()
+            return _request_failure(error, options)
+        finally:
+            response.release_conn()
 
     def _retry_wait(self, attempt: int, failure: _Failure) -> float:
         """Return the pause before the next attempt, in seconds.
@@ -232,13 +236,13 @@ class XYZSource(TileSource):
 # --- Response handling -------------------------------------------------------
 
 
-def _read_body(response: requests.Response, deadline: float, total_timeout: float) -> bytes | _Failure:
+def _read_body(response: urllib3.BaseHTTPResponse, deadline: float, total_timeout: float) -> bytes | _Failure:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         return _Failure(f"returned a {declared}-byte body, above the {MAX_BODY_BYTES}-byte limit", retryable=False)
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(chunk_size=64 * 1024):
+    for chunk in response.stream(64 * 1024):
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_BODY_BYTES:
@@ -250,13 +254,14 @@ def _read_body(response: requests.Response, deadline: float, total_timeout: floa
     return b"".join(chunks)
 
 
-def _drain(response: requests.Response) -> None:
+def _drain(response: urllib3.BaseHTTPResponse) -> None:
     """Read a small error body to its end, so that the connection goes back to the pool."""
     size = 0
-    for chunk in response.iter_content(chunk_size=16 * 1024):
+    for chunk in response.stream(16 * 1024):
         size += len(chunk)
         if size > MAX_DRAINED_BYTES:
-            # Closing the response drops the connection instead.
+            # Closing the connection instead of reading on.
+            response.close()
             return
 
 
@@ -310,39 +315,45 @@ def _status_failure(status: int, retry_after: str | None) -> _Failure:
     return _Failure(f"returned HTTP {status}", retryable=False, status=status)
 
 
-def _request_failure(error: requests.RequestException, options: XYZConfig) -> _Failure:
-    if _is_timeout(error):
-        phase = "connect" if isinstance(error, requests.ConnectTimeout) else "read"
-        limit = options.connect_timeout if phase == "connect" else options.read_timeout
-        return _Failure(f"timed out ({phase} timeout {limit:g} s)", retryable=True, timed_out=True)
-    if isinstance(error, requests.ConnectionError):
-        return _Failure(f"failed to connect or read: {_short_error(error)}", retryable=True)
-    # Invalid URLs, too many redirects and other errors that repeat on every attempt.
-    return _Failure(f"failed: {_short_error(error)}", retryable=False)
+def _request_failure(error: urllib3.exceptions.HTTPError, options: XYZConfig) -> _Failure:
+    cause = _root_cause(error)
+    # NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError in urllib3 2.
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        return _Failure(f"failed to connect or read: {_short_error(cause)}", retryable=True)
+    if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+        return _Failure(f"timed out (connect timeout {options.connect_timeout:g} s)", retryable=True, timed_out=True)
+    if isinstance(cause, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+        return _Failure(f"timed out (read timeout {options.read_timeout:g} s)", retryable=True, timed_out=True)
+    if isinstance(cause, urllib3.exceptions.MaxRetryError):
+        # Only redirects are followed, so an exhausted budget means a redirect loop.
+        return _Failure(f"failed: too many redirects ({_short_error(cause)})", retryable=False)
+    if isinstance(cause, (urllib3.exceptions.LocationValueError, urllib3.exceptions.LocationParseError,
+                          urllib3.exceptions.URLSchemeUnknown)):
+        # An invalid URL fails the same way on every attempt.
+        return _Failure(f"failed: {_short_error(cause)}", retryable=False)
+    # Refused or reset connections, DNS failures, bodies cut short.
+    return _Failure(f"failed to connect or read: {_short_error(cause)}", retryable=True)
 
 
-def _is_timeout(error: requests.RequestException) -> bool:
-    if isinstance(error, requests.Timeout):
-        return True
-    # requests raises a read timeout during the body as a ConnectionError
-    # wrapping urllib3's ReadTimeoutError (requests 2.x, models.iter_content).
-    cause = error.args[0] if error.args else None
-    return isinstance(cause, urllib3.exceptions.ReadTimeoutError)
+def _root_cause(error: Exception) -> Exception:
+    """Return the error behind urllib3's wrappers.
+
+    urllib3 reports a failed attempt as a MaxRetryError (no attempt is
+    retried here) or a ProtocolError whose ``reason`` or argument is the
+    error that happened.
+    """
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+        if not isinstance(error.reason, urllib3.exceptions.ResponseError):
+            return _root_cause(error.reason)
+    if isinstance(error, urllib3.exceptions.ProtocolError) and len(error.args) > 1 \
+            and isinstance(error.args[1], Exception):
+        return error.args[1]
+    return error
 
 
 def _short_error(error: Exception) -> str:
-    """Describe a requests error by its root cause.
-
-    requests wraps urllib3's MaxRetryError, whose text repeats the pool and
-    URL and reports "Max retries exceeded" although the adapter makes one
-    attempt. Its ``reason`` is the error that happened.
-    """
-    cause: object = error
-    wrapped = error.args[0] if error.args else None
-    if isinstance(wrapped, urllib3.exceptions.MaxRetryError) and wrapped.reason is not None:
-        cause = wrapped.reason
-    text = str(cause)[-300:]
-    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    text = str(error)[-300:]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -373,30 +384,44 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - current).total_seconds())
 
 
-# --- HTTP session ------------------------------------------------------------
+# --- HTTP connections and fetch threads ---------------------------------------
 
-_session: requests.Session | None = None
-_session_pid: int | None = None
-_session_lock = threading.Lock()
+# Redirects are followed; failed attempts are retried by XYZSource.fetch.
+REDIRECTS_ONLY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5,
+                               raise_on_redirect=True, raise_on_status=False)
 # Connections kept open per upstream host; a few more than the usual
 # max_in_flight, so that connections are reused instead of reopened.
 POOL_MAX_SIZE = 64
 
+_pool: urllib3.PoolManager | None = None
+_pool_pid: int | None = None
+_executor: ThreadPoolExecutor | None = None
+_executor_key: tuple[int, int] | None = None
+_process_lock = threading.Lock()
 
-def http_session() -> requests.Session:
-    """Return this process's pooled session, creating a new one after a fork."""
-    global _session, _session_pid
-    with _session_lock:
-        if _session is None or _session_pid != os.getpid():
-            session = requests.Session()
-            # Retries are done by XYZSource.fetch, so the adapter makes one attempt.
-            adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=POOL_MAX_SIZE, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = USER_AGENT
-            _session = session
-            _session_pid = os.getpid()
-        return _session
+
+def http_pool() -> urllib3.PoolManager:
+    """Return this process's connection pool, creating a new one after a fork."""
+    global _pool, _pool_pid
+    with _process_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = urllib3.PoolManager(num_pools=16, maxsize=POOL_MAX_SIZE, headers={"User-Agent": USER_AGENT})
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def fetch_pool(threads: int) -> ThreadPoolExecutor:
+    """Return this process's fetch threads, kept between points; a new pool after a fork or a new size."""
+    global _executor, _executor_key
+    key = (os.getpid(), threads)
+    with _process_lock:
+        if _executor is None or _executor_key != key:
+            # A pool inherited through fork has no live threads; it is dropped, not shut down.
+            if _executor is not None and _executor_key is not None and _executor_key[0] == key[0]:
+                _executor.shutdown(wait=False)
+            _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="xyz-fetch")
+            _executor_key = key
+        return _executor
 
 
 # --- Configuration -----------------------------------------------------------
