@@ -37,9 +37,28 @@ LOCK_WAIT_SECONDS = 120.0
 REDIS_LOCK_TTL_MS = 15_000
 REDIS_LOCK_RENEW_SECONDS = 5.0
 
+# Takes the locks of KEYS in order, each set to the token ARGV[1] for ARGV[2]
+# ms, stops at the first lock held elsewhere and returns how many it took.
+# Because every holder takes its locks in sorted order, two holders never wait
+# on each other in a cycle. One call per run of free locks saves a round trip per tile.
+_ACQUIRE_SCRIPT = """
+local taken = 0
+for i, key in ipairs(KEYS) do
+  if not redis.call('set', key, ARGV[1], 'NX', 'PX', ARGV[2]) then return taken end
+  taken = taken + 1
+end
+return taken
+"""
+# Deletes every lock of KEYS that still holds the token ARGV[1].
 _RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
+local released = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then
+    redis.call('del', key)
+    released = released + 1
+  end
+end
+return released
 """
 # Extends every lock of KEYS that still holds the token ARGV[1] to ARGV[2] ms.
 _RENEW_SCRIPT = """
@@ -114,18 +133,19 @@ def _redis_client(url: str):
     return client
 
 
-def _set_lock(client, name: str, token: str) -> bool:
-    """Take one lock if it is free; raise a transient ``SourceError`` when the Redis command fails.
+def _take_locks(client, names: list[str], token: str) -> int:
+    """Take the locks of ``names`` in order up to the first one held elsewhere; return how many were taken.
 
-    The error fails the tiles being locked, as any tile error does, instead
-    of escaping from ``seed_tiles`` and failing the whole task or request.
+    A failing Redis command raises a transient ``SourceError``, which fails
+    the tiles being locked, as any tile error does, instead of escaping from
+    ``seed_tiles`` and failing the whole task or request.
     """
     import redis
 
     try:
-        return bool(client.set(name, token, nx=True, px=REDIS_LOCK_TTL_MS))
+        return int(client.eval(_ACQUIRE_SCRIPT, len(names), *names, token, REDIS_LOCK_TTL_MS))
     except redis.RedisError as error:
-        raise SourceError(f"Taking tile lock {name} in Redis failed: {error}; try again once Redis is reachable.",
+        raise SourceError(f"Taking tile lock {names[0]} in Redis failed: {error}; try again once Redis is reachable.",
                           transient=True) from error
 
 
@@ -166,23 +186,29 @@ def _redis_locks(url: str, keys: list[str]) -> Iterator[None]:
     renewer = _LockRenewer(client, token, held)
     renewer.start()
     try:
-        for name in names:
+        while len(held) < len(names):
             deadline = time.monotonic() + LOCK_WAIT_SECONDS
             delay = 0.01
-            while not _set_lock(client, name, token):
+            while True:
+                waiting = names[len(held):]
+                taken = _take_locks(client, waiting, token)
+                held.extend(waiting[:taken])
+                if taken:
+                    break
                 if time.monotonic() > deadline:
                     raise SourceError(
-                        f"Waited {LOCK_WAIT_SECONDS:.0f} s for another worker to produce tile {name}; try again.",
+                        f"Waited {LOCK_WAIT_SECONDS:.0f} s for another worker to produce tile {waiting[0]}; "
+                        "try again.",
                         transient=True,
                     )
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
-            held.append(name)
         yield
     finally:
         renewer.stop()
-        for name in held:
+        if held:
             try:
-                client.eval(_RELEASE_SCRIPT, 1, name, token)
-            except Exception as error:  # noqa: BLE001 - the lock expires by itself
-                logger.warning("Releasing tile lock %s failed: %s; it expires in %d ms", name, error, REDIS_LOCK_TTL_MS)
+                client.eval(_RELEASE_SCRIPT, len(held), *held, token)
+            except Exception as error:  # noqa: BLE001 - the locks expire by themselves
+                logger.warning("Releasing %d tile locks failed: %s; they expire in %d ms", len(held), error,
+                               REDIS_LOCK_TTL_MS)
