@@ -312,32 +312,54 @@ def _fill_ledger(run: CachingRun) -> int:
 
 def send_pending(run: CachingRun, count: int) -> int:
     """Claim up to ``count`` pending points of a run and send their tasks; return how many were sent."""
-    from campaigns.tasks import send_point_task
-
     sent = 0
     while sent < count:
-        candidates = list(
-            RunPoint.objects.of_run(run.pk)
-            .filter(state=RunPointState.PENDING)
-            .order_by("pk")
-            .values_list("pk", "point_id")[: count - sent]
-        )
+        claimed = _claim_pending(run.pk, count - sent)
+        if not claimed:
+            break
+        _send_claimed(run.pk, claimed)
+        sent += len(claimed)
+    return sent
+
+
+def pending_in_order(run_id):
+    """Return the run's pending ledger entries in the order they are sent, read off an index without sorting."""
+    return RunPoint.objects.of_run(run_id).filter(state=RunPointState.PENDING).order_by("pk")
+
+
+def _claim_pending(run_id, count: int) -> list[tuple[int, str, str]]:
+    """Move up to ``count`` pending points of a run to dispatched; return their ledger ids, point ids and task ids.
+
+    Returns an empty list only when no point is pending: a point that a
+    concurrent claim takes first is skipped and the next one is tried.
+    """
+    claimed: list[tuple[int, str, str]] = []
+    while len(claimed) < count:
+        candidates = list(pending_in_order(run_id).values_list("pk", "point_id")[: count - len(claimed)])
         if not candidates:
             break
         for pk, point_id in candidates:
             task_id = str(uuid.uuid4())
-            claimed = RunPoint.objects.filter(pk=pk, state=RunPointState.PENDING).update(
+            if RunPoint.objects.filter(pk=pk, state=RunPointState.PENDING).update(
                 state=RunPointState.DISPATCHED, task_id=task_id
-            )
-            if not claimed:
-                continue
-            try:
-                send_point_task(point_id, str(run.pk), task_id)
-            except Exception:
-                RunPoint.objects.filter(pk=pk, task_id=task_id).update(state=RunPointState.PENDING, task_id=None)
-                raise
-            sent += 1
-    return sent
+            ):
+                claimed.append((pk, point_id, task_id))
+    return claimed
+
+
+def _send_claimed(run_id, claimed: list[tuple[int, str, str]]) -> None:
+    """Send the tasks of claimed points; a point whose task could not be sent goes back to pending."""
+    from campaigns.tasks import send_point_task
+
+    for index, (pk, point_id, task_id) in enumerate(claimed):
+        try:
+            send_point_task(point_id, str(run_id), task_id)
+        except Exception:
+            for unsent_pk, _point_id, unsent_task_id in claimed[index:]:
+                RunPoint.objects.filter(pk=unsent_pk, task_id=unsent_task_id).update(
+                    state=RunPointState.PENDING, task_id=None
+                )
+            raise
 
 
 def resume_run(run_id: str) -> dict:
@@ -390,22 +412,14 @@ def stalled_runs(stalled_for: timedelta):
 
 
 def point_finished(run_id: str, point_id: str, result: dict) -> None:
-    """Record one point's outcome once, keep the window full and close the run after its last point."""
+    """Record one point's outcome once, keep the window full and close the run after its last point.
+
+    The outcome, the run's counters and the claim of the next pending point
+    commit together, so a callback that dies half way changes nothing and
+    its redelivery counts the point once.
+    """
     succeeded = result.get("status") in ("completed", "already_cached")
     now = timezone.now()
-    moved = (
-        RunPoint.objects.of_run(run_id)
-        .filter(point_id=point_id, state__in=[RunPointState.DISPATCHED, RunPointState.PENDING])
-        .update(
-            state=RunPointState.SUCCEEDED if succeeded else RunPointState.FAILED,
-            error="" if succeeded else str(result.get("error", ""))[:2000],
-            finished_at=now,
-        )
-    )
-    if not moved:
-        logger.info("Run %s: outcome of point %s was already recorded; ignoring the duplicate", run_id, point_id)
-        return
-
     counters = {
         "last_progress_at": now,
         "finished_points": F("finished_points") + 1,
@@ -413,23 +427,40 @@ def point_finished(run_id: str, point_id: str, result: dict) -> None:
         "tiles_skipped": F("tiles_skipped") + int(result.get("skipped_tiles", 0)),
         "tiles_failed": F("tiles_failed") + int(result.get("failed_tiles", 0)),
     }
+    error = ""
     if succeeded:
         counters["succeeded_points"] = F("succeeded_points") + 1
     else:
-        message = _("Point %(point)s failed: %(error)s") % {"point": point_id, "error": result.get("error", "")}
+        error = _("Point %(point)s failed: %(error)s") % {"point": point_id, "error": result.get("error", "")}
         counters["failed_points"] = F("failed_points") + 1
-        counters["last_error"] = message[:2000]
-    CachingRun.objects.filter(pk=run_id).update(**counters)
+        counters["last_error"] = error[:2000]
 
-    run = CachingRun.objects.get(pk=run_id)
+    with transaction.atomic(using=CachingRun.objects.db):
+        moved = (
+            RunPoint.objects.of_run(run_id)
+            .filter(point_id=point_id, state__in=[RunPointState.DISPATCHED, RunPointState.PENDING])
+            .update(
+                state=RunPointState.SUCCEEDED if succeeded else RunPointState.FAILED,
+                error="" if succeeded else str(result.get("error", ""))[:2000],
+                finished_at=now,
+            )
+        )
+        if not moved:
+            logger.info("Run %s: outcome of point %s was already recorded; ignoring the duplicate", run_id, point_id)
+            return
+        CachingRun.objects.filter(pk=run_id).update(**counters)
+        state, dispatch_complete, finished, to_cache, campaign_id = CachingRun.objects.values_list(
+            "state", "dispatch_complete", "finished_points", "points_to_cache", "campaign_id"
+        ).get(pk=run_id)
+        claimed = _claim_pending(run_id, 1) if state in ACTIVE_RUN_STATES else []
+
     if not succeeded:
-        Campaign.objects.record_error(run.campaign_id, run.last_error, now)
-        logger.warning("Run %s: %s", run_id, run.last_error)
-
-    if run.state in ACTIVE_RUN_STATES:
-        send_pending(run, 1)
-    if run.dispatch_complete and run.finished_points >= run.points_to_cache:
-        close_run(run.pk)
+        Campaign.objects.record_error(campaign_id, error[:2000], now)
+        logger.warning("Run %s: %s", run_id, error)
+    if claimed:
+        _send_claimed(run_id, claimed)
+    if dispatch_complete and finished >= to_cache:
+        close_run(run_id)
 
 
 def close_run(run_id) -> bool:
