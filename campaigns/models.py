@@ -206,7 +206,9 @@ class RunPoint(models.Model):
         verbose_name = _("run point")
         verbose_name_plural = _("run points")
         constraints = [models.UniqueConstraint(fields=["run", "point_id"], name="one_entry_per_run_point")]
-        indexes = [models.Index(fields=["run", "state"], name="runpoint_run_state")]
+        # Claiming the next pending point reads this index in order, so it
+        # costs the same at the start and at the end of a 100,000-point run.
+        indexes = [models.Index(fields=["run", "state", "id"], name="runpoint_run_state_id")]
 
     def __str__(self) -> str:
         return f"{self.point_id} ({self.state})"
