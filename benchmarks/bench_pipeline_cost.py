@@ -27,7 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, add_common_arguments, append_record, format_table  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    add_common_arguments,
+    append_record,
+    format_table,
+    machine_busy_seconds,
+    process_tree_cpu_seconds,
+    processes_cpu_seconds,
+)
 
 PYTHON = sys.executable
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/cachecampaign_bench")
@@ -36,6 +44,8 @@ BATCH_SIZE = 20
 RUN_TIMEOUT_SECONDS = 3600
 # Points whose progress update is timed per campaign size, for both variants.
 PROGRESS_SAMPLE = 300
+# Server processes whose CPU time a run also costs (the database and the broker).
+SERVER_PROCESSES = ("postgres", "redis-server")
 
 DRIVER = r'''
 import json, os, random, resource, sys, time
@@ -175,10 +185,22 @@ def measure_backend(name: str, sizes: list[int], rss_size: int, log) -> list[dic
             for size in sizes:
                 campaign_id = f"bench_{size}"
                 driver(env, "create", campaign_id, str(size))
+                worker_cpu, machine_cpu = process_tree_cpu_seconds(worker.pid), machine_busy_seconds()
+                server_cpu = processes_cpu_seconds(SERVER_PROCESSES)
                 run = driver(env, "run", campaign_id, str(BATCH_SIZE), str(RUN_TIMEOUT_SECONDS))
-                log(f"{name} {size} points: {run}")
+                worker_cpu = process_tree_cpu_seconds(worker.pid) - worker_cpu
+                machine_cpu = machine_busy_seconds() - machine_cpu
+                server_cpu = processes_cpu_seconds(SERVER_PROCESSES) - server_cpu
+                log(f"{name} {size} points: {run}, worker CPU {worker_cpu:.1f} s, PostgreSQL and Redis CPU "
+                    f"{server_cpu:.1f} s, machine CPU {machine_cpu:.1f} s")
                 row = {"backend": name, "points": size, **run}
                 row["per_1000"] = run["seconds"] / size * 1000
+                # CPU time is steadier than elapsed time on a shared machine:
+                # the worker's own, and the whole machine's (database, broker
+                # and anything else running) over the same interval.
+                row["worker_cpu_ms"] = worker_cpu * 1000 / size
+                row["machine_cpu_ms"] = machine_cpu * 1000 / size
+                row["server_cpu_ms"] = server_cpu * 1000 / size
                 rows.append(row)
         finally:
             os.killpg(worker.pid, 15)
@@ -210,8 +232,10 @@ def main() -> int:
         rows.extend(measure_backend(backend, sizes, arguments.rss_size, print))
 
     runs_table = format_table(
-        ["backend", "points", "seconds", "s per 1,000 points", "points/s", "state"],
-        [[r["backend"], r["points"], r["seconds"], r["per_1000"], r["points"] / r["seconds"], r["state"]]
+        ["backend", "points", "seconds", "s per 1,000 points", "points/s", "worker CPU ms/point",
+         "PostgreSQL + Redis CPU ms/point", "machine CPU ms/point", "state"],
+        [[r["backend"], r["points"], r["seconds"], r["per_1000"], r["points"] / r["seconds"], r["worker_cpu_ms"],
+          r["server_cpu_ms"], r["machine_cpu_ms"], r["state"]]
          for r in rows if "points" in r],
     )
     curve = []

@@ -202,6 +202,25 @@ def process_tree_cpu_seconds(root_pid: int) -> float:
     return sum(times.get(pid, 0.0) for pid in tree)
 
 
+def processes_cpu_seconds(names: Sequence[str]) -> float:
+    """Return the CPU time (user + system) of every live process whose command name is one of ``names``, in seconds."""
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        if text[text.index("(") + 1:text.rindex(")")] not in names:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        total += sum(int(value) for value in fields[11:13]) / ticks_per_second
+    return total
+
+
 def median(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("Cannot take the median of no values; run at least one round.")
