@@ -25,13 +25,13 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rio_tiler.errors import NoOverviewWarning, RioTilerError, TileOutsideBounds
 from rio_tiler.io import Reader
-from rio_tiler.models import ImageData
 
 from tiles import render
 from tiles.address import TileAddress
 from tiles.errors import SourceError
 from tiles.sources.base import TileSource
 from tiles.sources.raster_catalog import CatalogEntry, CatalogKey, catalog_key, load_catalog
+from tiles.sources.raster_read import TileImage, TileReader
 from tiles.visparams import VisParam, get_vis_param
 
 logger = logging.getLogger(__name__)
@@ -67,10 +67,15 @@ class RasterSource(TileSource):
         image = self._read_tile(entry, address, indexes)
         if image is None:
             return render.EMPTY_TILE
-        return render_image(image, (0, 1, 2), entry, vis)
+        return render_image(image, image.positions(indexes), entry, vis)
 
     def fetch_many(self, addresses: list[TileAddress]) -> dict[TileAddress, bytes | Exception]:
-        """Render several tiles, reading each (file, tile) window once for all its vis params."""
+        """Render several tiles, reading each (file, tile) window once for all its vis params.
+
+        Each tile is read as ``fetch`` reads it, so both return the same bytes
+        for a tile. The module ``tiles.sources.raster_read`` explains why
+        tiles are not cut out of larger reads.
+        """
         results: dict[TileAddress, bytes | Exception] = {}
         groups: dict[tuple[CatalogKey, int, int, int], list[tuple[TileAddress, tuple[int, int, int]]]] = {}
         entries: dict[CatalogKey, CatalogEntry] = {}
@@ -100,9 +105,10 @@ class RasterSource(TileSource):
                 if image is None:
                     results[address] = render.EMPTY_TILE
                     continue
-                positions = tuple(union.index(index) for index in indexes)
                 try:
-                    results[address] = render_image(image, positions, entry, get_vis_param(address.vis_param))
+                    results[address] = render_image(
+                        image, image.positions(indexes), entry, get_vis_param(address.vis_param)
+                    )
                 except Exception as error:  # noqa: BLE001 - returned to the caller, which counts and records it
                     results[address] = error
         return results
@@ -110,11 +116,12 @@ class RasterSource(TileSource):
     def close(self) -> None:
         self.rasters.close()
 
-    def _read_tile(self, entry: CatalogEntry, address: TileAddress, indexes: tuple[int, ...]) -> ImageData | None:
-        """Read the bands ``indexes`` of one web mercator tile, or return None when the tile misses the file."""
-        options: dict = {"indexes": indexes}
-        if entry.nodata is not None:
-            options["nodata"] = entry.nodata
+    def _read_tile(self, entry: CatalogEntry, address: TileAddress, indexes: tuple[int, ...]) -> TileImage | None:
+        """Read one web mercator tile, or return None when the tile misses the file.
+
+        The image has every band of the file but an alpha band. ``indexes``
+        are the bands that the caller will use, and this checks them.
+        """
         # Another thread may close the reader between ``get`` and the read (least recently used
         # eviction), so a closed reader is fetched again once.
         for _attempt in range(2):
@@ -126,11 +133,18 @@ class RasterSource(TileSource):
                     f"to index {max(out_of_range)}. Fix the entry's 'bands' mapping to use indexes 1 to "
                     f"{raster.band_count}."
                 )
+            alpha = [index for index in indexes if index not in raster.tiles.band_indexes]
+            if alpha:
+                raise SourceError(
+                    f"Raster {entry.path} band {alpha[0]} is an alpha band, but {entry.describe()} maps an "
+                    f"image band to it. Fix the entry's 'bands' mapping to use the bands "
+                    f"{', '.join(map(str, raster.tiles.band_indexes))}."
+                )
             with raster.lock:
                 if raster.closed:
                     continue
                 try:
-                    return raster.reader.tile(address.x, address.y, address.z, **options)
+                    return raster.tiles.tile(address.x, address.y, address.z, entry.nodata)
                 except TileOutsideBounds:
                     return None
                 except (RasterioError, RioTilerError) as error:
@@ -164,7 +178,7 @@ def band_indexes(entry: CatalogEntry, vis: VisParam, year: int) -> tuple[int, in
     return red, green, blue
 
 
-def render_image(image: ImageData, positions: tuple[int, ...], entry: CatalogEntry, vis: VisParam) -> bytes:
+def render_image(image: TileImage, positions: tuple[int, ...], entry: CatalogEntry, vis: VisParam) -> bytes:
     """Stretch the bands at ``positions`` of a read image and encode them as a PNG tile.
 
     A pixel is transparent when any of the three bands is masked, because it
@@ -274,6 +288,7 @@ class CatalogFile:
 class OpenRaster:
     reader: Reader
     dataset: DatasetReader
+    tiles: TileReader
     band_count: int
     # rasterio datasets are not thread-safe, so reads of one file take turns.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -375,4 +390,4 @@ class OpenRasters:
                 "Convert it to a Cloud-Optimized GeoTIFF to speed up rendering.",
                 entry.path,
             )
-        return OpenRaster(reader=reader, dataset=dataset, band_count=dataset.count)
+        return OpenRaster(reader=reader, dataset=dataset, tiles=TileReader(reader, dataset), band_count=dataset.count)
