@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 # grows from the first value to the second, and its randomness keeps many
 # waiting workers from polling Redis in lockstep.
 SLOT_POLL_FIRST_SECONDS = 0.005
-SLOT_POLL_MAX_SECONDS = 0.1
+SLOT_POLL_MAX_SECONDS = 0.05
 # Keys of an idle limit group expire this long after their last lease or
 # reservation, so a renamed group leaves nothing behind.
 IDLE_KEY_TTL_MILLISECONDS = 60_000
@@ -155,6 +155,10 @@ class RequestLimiter:
             raise ValueError(f"Limit group {config.group!r} sets limits but has no backend to store them.")
         self.config = config
         self.backend = backend
+        # Threads of this process waiting for a slot are woken as soon as
+        # another thread of the process releases one, so a slot freed here
+        # is taken again without waiting for the next poll.
+        self._slot_released = threading.Condition()
 
     @contextlib.contextmanager
     def request(self, description: str) -> Iterator[None]:
@@ -194,7 +198,8 @@ class RequestLimiter:
                     f"of limit group {self.config.group!r} ({self.backend.name} backend) for {description}; "
                     "all stayed taken. Raise max_in_flight or acquire_timeout, or run fewer workers."
                 )
-            time.sleep(min(remaining, random.uniform(pause / 2, pause)))
+            with self._slot_released:
+                self._slot_released.wait(min(remaining, random.uniform(pause / 2, pause)))
             pause = min(pause * 1.5, SLOT_POLL_MAX_SECONDS)
 
     def _wait_for_start(self, deadline: float, description: str) -> None:
@@ -234,6 +239,8 @@ class RequestLimiter:
             # lock ends when its descriptor is closed, which release_slot
             # always does.
             logger.warning("Releasing a request slot of limit group %r failed: %s", self.config.group, error)
+        with self._slot_released:
+            self._slot_released.notify()
 
     def _call_backend(self, method, *args):
         assert self.backend is not None
