@@ -173,6 +173,9 @@ def main() -> int:
     parser.add_argument("--paced-connections", type=int, default=16,
                         help="wrk connections of the paced load; enough that none waits for a free one")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--worker-niceness", type=int, default=10,
+                        help="nice value of the Celery worker, so that web requests come first on shared cores "
+                             "(default 10; 0 runs it at the web process's priority)")
     add_common_arguments(parser, rounds=1)
     arguments = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -203,7 +206,7 @@ def main() -> int:
             cwd=ROOT, env=env, stdout=open(scratch / "web.log", "ab"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        worker = start_worker(env, scratch)
+        worker = start_worker(env, scratch, niceness=arguments.worker_niceness)
         run_driver = subprocess.Popen(
             [PYTHON, "-c", DRIVER, "run", campaign_id, "20", "3600"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -236,8 +239,8 @@ def main() -> int:
     body = (
         f"wrk, {WRK_THREADS} threads, {arguments.seconds} s per measurement after a {WARMUP_SECONDS} s warm-up, "
         f"token auth, gunicorn with {arguments.web_workers} {server['worker_class']} workers of {server['threads']} "
-        f"threads (gunicorn.conf.py), while a run caches the campaign (1 Celery worker, 2 processes, a tile source "
-        f"that costs nothing). The maximum-throughput load sends as fast as the server answers, so its latency is "
+        f"threads (gunicorn.conf.py), while a run caches the campaign (1 Celery worker, 2 processes at nice "
+        f"{arguments.worker_niceness}, a tile source that costs nothing). The maximum-throughput load sends as fast as the server answers, so its latency is "
         f"mostly queueing. The paced load sends {arguments.rate:.0f} requests/s in all with "
         f"benchmarks/wrk_fixed_rate.lua, and its latency does not count a request's wait for a free connection. "
         f"Errors are non-2xx responses plus socket errors. The machine's 1-minute load average was "
