@@ -104,6 +104,14 @@ class _Failure:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True)
+class _Image:
+    """The body of a 200 response, not checked yet."""
+
+    body: bytes
+    content_type: str
+
+
 class XYZSource(TileSource):
     def __init__(self, layer: str, config: dict):
         super().__init__(layer, config)
@@ -132,6 +140,10 @@ class XYZSource(TileSource):
         for attempt in range(1, attempts + 1):
             with self.limiter.request(f"tile {tile}"):
                 outcome = self._attempt(url)
+            # The image is checked after the request slot is released, so
+            # that the slot serves the next request meanwhile.
+            if isinstance(outcome, _Image):
+                outcome = _png_from_body(outcome.body, outcome.content_type)
             if isinstance(outcome, bytes):
                 return outcome
             failure = outcome
@@ -187,8 +199,8 @@ class XYZSource(TileSource):
         }
         return self.options.url.format_map({name: quote(str(value), safe="") for name, value in values.items()})
 
-    def _attempt(self, url: str) -> bytes | _Failure:
-        """Send one request; return the PNG bytes or the failure."""
+    def _attempt(self, url: str) -> _Image | bytes | _Failure:
+        """Send one request; return the image body to check, the empty tile or the failure."""
         options = self.options
         deadline = time.monotonic() + options.total_timeout
         try:
@@ -208,7 +220,7 @@ class XYZSource(TileSource):
                 body = _read_body(response, deadline, options.total_timeout)
                 if isinstance(body, _Failure):
                     return body
-                return _png_from_body(body, response.headers.get("Content-Type", ""))
+                return _Image(body, response.headers.get("Content-Type", ""))
             _drain(response)
             if status in EMPTY_STATUSES:
                 return EMPTY_TILE
