@@ -226,7 +226,8 @@ class XYZSource(TileSource):
                 return EMPTY_TILE
             return _status_failure(status, response.headers.get("Retry-After"))
         except urllib3.exceptions.HTTPError as error:
-            response.drain_conn()
+            # The connection is in an unknown state after a failed read: drop it.
+            response.close()
             return _request_failure(error, options)
         finally:
             response.release_conn()
