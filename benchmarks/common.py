@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_DIR = ROOT / "benchmarks"
@@ -168,15 +168,8 @@ def machine_busy_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def process_tree_cpu_seconds(root_pid: int) -> float:
-    """Return the CPU time (user + system) of a process and all its live descendants, in seconds (Linux /proc).
-
-    Children that already ended count only once their parent has waited for
-    them, as the kernel adds them to the parent's own counters then.
-    """
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    ticks_per_second = os.sysconf("SC_CLK_TCK")
+def _process_stats() -> Iterator[tuple[int, str, list[str]]]:
+    """Yield the pid, command name and the fields after the name of every live process's /proc stat line."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -186,8 +179,20 @@ def process_tree_cpu_seconds(root_pid: int) -> float:
         except OSError:
             continue
         # The command name, in brackets, may contain spaces; the fields after it are fixed.
-        fields = text[text.rindex(")") + 2:].split()
-        pid = int(entry)
+        name_end = text.rindex(")")
+        yield int(entry), text[text.index("(") + 1:name_end], text[name_end + 2:].split()
+
+
+def process_tree_cpu_seconds(root_pid: int) -> float:
+    """Return the CPU time (user + system) of a process and all its live descendants, in seconds (Linux /proc).
+
+    Children that already ended count only once their parent has waited for
+    them, as the kernel adds them to the parent's own counters then.
+    """
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    for pid, _name, fields in _process_stats():
         parents[pid] = int(fields[1])
         # utime, stime, cutime, cstime are fields 14 to 17 of the full line.
         times[pid] = sum(int(value) for value in fields[11:15]) / ticks_per_second
@@ -205,20 +210,12 @@ def process_tree_cpu_seconds(root_pid: int) -> float:
 def processes_cpu_seconds(names: Sequence[str]) -> float:
     """Return the CPU time (user + system) of every live process whose command name is one of ``names``, in seconds."""
     ticks_per_second = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                text = handle.read()
-        except OSError:
-            continue
-        if text[text.index("(") + 1:text.rindex(")")] not in names:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        total += sum(int(value) for value in fields[11:13]) / ticks_per_second
-    return total
+    # utime and stime are fields 14 and 15 of the full line.
+    return sum(
+        sum(int(value) for value in fields[11:13]) / ticks_per_second
+        for _pid, name, fields in _process_stats()
+        if name in names
+    )
 
 
 def median(values: Sequence[float]) -> float:
