@@ -183,8 +183,8 @@ def start_worker(env: dict[str, str], scratch: Path, *, niceness: int = 0) -> su
 def stop_worker(worker: subprocess.Popen, grace_seconds: float = 60.0) -> None:
     """Stop a worker started by ``start_worker``: a warm shutdown, then SIGKILL after ``grace_seconds``.
 
-    On the filesystem broker the worker notices a shutdown request between
-    two polls of its queue; on a busy machine that once took over 30 s.
+    On the filesystem broker the worker notices a shutdown request only
+    between two polls of its queue. On a busy machine that once took over 30 s.
     """
     os.killpg(worker.pid, signal.SIGTERM)
     try:
@@ -232,8 +232,8 @@ def measure_backend(name: str, sizes: list[int], rss_size: int, log) -> list[dic
             driver(env, "create", campaign_id, str(size))
             if size == rss_size:
                 # The start request is measured first, on the campaign's
-                # not-cached points; its run is cancelled before any point is
-                # cached, since no worker runs now, so the campaign is reused.
+                # not-cached points. No worker runs now, so its run is cancelled
+                # before any point is cached and the campaign can be reused.
                 rss = driver(env, "start-rss", campaign_id)
                 log(f"{name} start request with {rss_size} points: {rss}")
                 rows.append({"backend": name, "rss_points": rss_size, **rss})

@@ -56,7 +56,7 @@ ENCODER_SETTINGS = (
 )
 # The parent-read experiment: zooms, and error thresholds of GDAL's approximate coordinate
 # transformation in source pixels. rasterio 1.4.4 rejects a threshold of 0 (it builds the warped
-# dataset without a transformer, and GDAL fails with "pfnTransformer is NULL"), so 1e-12 stands in
+# dataset without a transformer, and GDAL fails with "pfnTransformer is NULL"), so 1e-12 replaces
 # for the exact transformation: it makes GDAL transform nearly every pixel exactly.
 PARENT_ZOOMS = (12, 13)
 PARENT_TOLERANCES = (0.125, 1e-12)
@@ -507,7 +507,7 @@ def report(contenders: list[common.Contender], tiles: list[tuple[int, int, int]]
         encoders,
         "",
         "Reading 4x4 blocks of tiles as one parent window and cutting it, against reading each tile alone "
-        "(every band, nodata 0; an error threshold of 1e-12 px stands in for GDAL's exact transformation, "
+        "(every band, nodata 0; an error threshold of 1e-12 px replaces GDAL's exact transformation, "
         "which rasterio 1.4.4 cannot select):",
         "",
         parents,

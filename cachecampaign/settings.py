@@ -264,10 +264,10 @@ CELERY_RESULT_EXTENDED = True
 # point's time; running tasks are listed by /api/tasks/list instead.
 CELERY_TASK_TRACK_STARTED = env_bool("CELERY_TASK_TRACK_STARTED", False)
 # Celery's Django fixup closes every database connection around each task
-# unless this is set, whatever CONN_MAX_AGE says; a new connection per task
-# was a fifth of a point's time on PostgreSQL. With it, a worker process
-# reconnects every this many tasks, and after each task it drops connections
-# that are broken or older than CONN_MAX_AGE (cachecampaign.celery).
+# unless this is set, whatever the value of CONN_MAX_AGE. A new connection per
+# task was a fifth of a point's time on PostgreSQL. With this set, a worker
+# process reconnects every this many tasks, and after each task it drops
+# connections that are broken or older than CONN_MAX_AGE (cachecampaign.celery).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=0)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

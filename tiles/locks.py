@@ -39,8 +39,8 @@ REDIS_LOCK_RENEW_SECONDS = 5.0
 
 # Takes the locks of KEYS in order, each set to the token ARGV[1] for ARGV[2]
 # ms, stops at the first lock held elsewhere and returns how many it took.
-# Because every holder takes its locks in sorted order, two holders never wait
-# on each other in a cycle. One call per run of free locks saves a round trip per tile.
+# tile_locks sorts the keys before calling it, so two holders never wait on
+# each other in a cycle. One call per run of free locks saves a round trip per tile.
 _ACQUIRE_SCRIPT = """
 local taken = 0
 for i, key in ipairs(KEYS) do
